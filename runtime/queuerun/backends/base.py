@@ -1,0 +1,143 @@
+"""The backend seam: push logic (dedupe, batching, error mapping) above, a publish primitive below.
+
+Each backend supplies ``_publish`` and a :class:`~queuerun.dedupe.DedupeStore`, plus the local
+operations a developer or test needs (start workers, drain, dead letters, replay).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..dedupe import DedupeStore, Reservation, dedupe_key
+from ..errors import PushError, QueueRunError
+from ..spec import QueueSpec
+from ..wire import OutgoingJob
+
+if TYPE_CHECKING:
+    from ..app import App
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that exhausted its attempts (or failed validation), kept for inspection and replay."""
+
+    job_id: str
+    queue: str
+    payload: Any
+    group_id: str | None
+    attempts: int
+    error: str
+    queued_at: dt.datetime
+    params: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+
+
+class PushBatchError(PushError):
+    """Some jobs of a push_many were not queued. ``job_ids`` has None where a job failed."""
+
+    def __init__(self, message: str, job_ids: Sequence[str | None]) -> None:
+        super().__init__(message)
+        self.job_ids = list(job_ids)
+
+
+class Backend(ABC):
+    """Where jobs are queued. Logic lives here; implementations provide the primitives."""
+
+    name: str = "backend"
+    dedupe: DedupeStore
+
+    # -- primitive ------------------------------------------------------------------------
+    @abstractmethod
+    def _publish(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str | BaseException]:
+        """Durably queue ``jobs`` in order; one job id (or the error) per job."""
+
+    # -- logic ----------------------------------------------------------------------------
+    def enqueue(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str]:
+        """Queue jobs, honouring dedupe. Returns one id per job; a duplicate gets the first job's id."""
+        results: list[str | None] = [None] * len(jobs)
+        owned: dict[int, Reservation] = {}
+        first_in_batch: dict[str, int] = {}
+        copies: dict[int, int] = {}
+        for i, job in enumerate(jobs):
+            if job.dedupe_id is None:
+                continue
+            key = dedupe_key(spec.name, job.group_id, job.dedupe_id)
+            if key in first_in_batch:
+                copies[i] = first_in_batch[key]
+                continue
+            first_in_batch[key] = i
+            try:
+                reservation = self.dedupe.reserve(key, spec.dedupe_window)
+            except QueueRunError:
+                self._release_all(owned.values())
+                raise
+            except Exception as exc:
+                self._release_all(owned.values())
+                raise PushError(f"queue {spec.name!r}: dedupe store failed: {exc}") from exc
+            if reservation.duplicate:
+                results[i] = reservation.job_id
+            else:
+                owned[i] = reservation
+
+        to_publish = [i for i in range(len(jobs)) if results[i] is None and i not in copies]
+        try:
+            published = self._publish(spec, [jobs[i] for i in to_publish]) if to_publish else []
+        except QueueRunError:
+            self._release_all(owned.values())
+            raise
+        except Exception as exc:
+            self._release_all(owned.values())
+            raise PushError(f"queue {spec.name!r}: could not queue the job: {exc}") from exc
+
+        errors: list[BaseException] = []
+        for i, outcome in zip(to_publish, published, strict=True):
+            reservation = owned.get(i)
+            if isinstance(outcome, BaseException):
+                errors.append(outcome)
+                if reservation is not None:
+                    self.dedupe.release(reservation)
+                continue
+            results[i] = outcome
+            if reservation is not None:
+                self.dedupe.confirm(reservation, outcome)
+        for i, first in copies.items():
+            results[i] = results[first]
+
+        if errors:
+            first_error = errors[0]
+            if len(jobs) == 1:
+                if isinstance(first_error, PushError):
+                    raise first_error
+                raise PushError(f"queue {spec.name!r}: could not queue the job: {first_error}") from first_error
+            raise PushBatchError(
+                f"queue {spec.name!r}: {len(errors)} of {len(jobs)} jobs were not queued: {first_error}",
+                results,
+            ) from first_error
+        return [r for r in results if r is not None]
+
+    def _release_all(self, reservations: Any) -> None:
+        for reservation in reservations:
+            self.dedupe.release(reservation)
+
+    # -- operations -------------------------------------------------------------------------
+    def start(self, app: App) -> None:
+        """Begin processing this app's jobs (embedded workers); a no-op where the cloud delivers."""
+
+    def stop(self) -> None:
+        """Stop processing and release resources."""
+
+    @abstractmethod
+    def drain(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
+        """Return once no job is pending or running; raise DrainTimeoutError after ``timeout``."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """Jobs of ``queue`` that exhausted their attempts, oldest first."""
+
+    @abstractmethod
+    def replay(self, queue: str) -> list[str]:
+        """Queue every dead letter of ``queue`` again, in their original order; returns the new ids."""

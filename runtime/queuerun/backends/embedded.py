@@ -1,0 +1,250 @@
+"""The embedded backend: every queue semantic, in-process. The reference for the conformance suite.
+
+Workers run on one asyncio loop in a background thread. Async handlers run on the loop; sync
+handlers run in a thread pool. FIFO queues run only the head job of each idle group; a failing
+head blocks its group while it is retried, then goes to dead letters and the group moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..context import JobContext
+from ..errors import DrainTimeoutError, QueueRunError
+from ..handlers import Outcome, run_handler
+from ..spec import QueueSpec
+from ..wire import OutgoingJob, ReceivedJob
+from .base import Backend, DeadLetter
+from .embedded_store import JobStore, StoredJob
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("queuerun")
+
+JobListener = Callable[[StoredJob, Outcome, str], None]  # (job, outcome, final status)
+IDLE_POLL = 0.5  # seconds between checks when nothing wakes the dispatcher
+
+
+class EmbeddedBackend(Backend):
+    name = "embedded"
+
+    def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64) -> None:
+        self.store = JobStore(state_file)
+        self.dedupe = self.store.dedupe_store()
+        self._max_threads = max_threads
+        self._app: App | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._running: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = threading.Condition()
+        self._failures: list[BaseException] = []
+        self.listeners: list[JobListener] = []
+
+    # -- push -------------------------------------------------------------------------------
+    def _publish(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str | BaseException]:
+        ids: list[str | BaseException] = list(self.store.insert(jobs, fifo=spec.fifo))
+        self._poke()
+        return ids
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop closed between the check and the call
+                pass
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, app: App) -> None:
+        if self._thread is not None:
+            return
+        self._app = app
+        self._stopping = False
+        recovered = self.store.recover()
+        if recovered:
+            log.info("recovered %d job(s) left running by a previous process", recovered)
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="queuerun-embedded", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self, grace: float = 5.0) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        self._stopping = True
+        self._poke()
+        thread.join(grace + 5)
+        self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        executor = ThreadPoolExecutor(self._max_threads, thread_name_prefix="queuerun-job")
+        loop.set_default_executor(executor)
+        self._loop = loop
+        self._wake = asyncio.Event()
+        ready.set()
+        try:
+            loop.run_until_complete(self._dispatch())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            loop.close()
+            self._loop = None
+            self._wake = None
+            with self._idle:
+                self._idle.notify_all()
+
+    async def _dispatch(self) -> None:
+        assert self._wake is not None and self._app is not None
+        app = self._app
+        while not self._stopping:
+            self._wake.clear()
+            claimed = 0
+            now = time.time()
+            for spec in app.specs:
+                free = spec.concurrency - self._running.get(spec.name, 0)
+                for job in self.store.claim(spec.name, fifo=spec.fifo, limit=free, now=now):
+                    claimed += 1
+                    self._running[spec.name] = self._running.get(spec.name, 0) + 1
+                    task = asyncio.create_task(self._run(app, spec, job))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            if claimed:
+                await asyncio.sleep(0)  # let the new tasks start, then look for more work
+                continue
+            # Nothing runnable: sleep until a push or a finished job wakes us, or a retry comes due.
+            next_at = self.store.next_available()
+            now = time.time()
+            delay = IDLE_POLL if next_at is None or next_at <= now else min(IDLE_POLL, next_at - now)
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+        # Let in-flight jobs finish; the ones that do not are delivered again on the next start.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+            for task in self._tasks:
+                task.cancel()
+
+    async def _run(self, app: App, spec: QueueSpec, job: StoredJob) -> None:
+        outcome: Outcome
+        try:
+            received = ReceivedJob(
+                job_id=job.id,
+                data=job.data,
+                attributes=job.attributes,
+                received_count=job.attempts,
+                sequence_number=job.group_seq,
+            )
+            meta = received.metadata(spec.name)
+            try:
+                payload = received.payload()
+            except ValueError as exc:
+                outcome = Outcome("dead", exc, 0.0)
+            else:
+                outcome = await run_handler(
+                    app._handler_info(spec.name),
+                    payload,
+                    meta,
+                    ctx=JobContext(app=app, queue=spec.name, user=meta.user),
+                    timeout=spec.timeout,
+                    executor=None,
+                )
+        except Exception as exc:  # a bug of ours must not lose the job: treat it as a failed attempt
+            outcome = Outcome("retry", exc, 0.0)
+        self._settle(spec, job, outcome)
+
+    def _settle(self, spec: QueueSpec, job: StoredJob, outcome: Outcome) -> None:
+        final: str = outcome.status
+        error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
+        if outcome.status == "done":
+            self.store.finish(job.id)
+        elif outcome.status == "retry" and job.attempts < spec.max_attempts:
+            self.store.retry(job.id, at=time.time() + spec.backoff(job.attempts), error=error)
+        else:
+            final = "dead"
+            self.store.bury(job.id, error=error)
+        if outcome.error is not None:
+            self._failures.append(outcome.error)
+        self._running[spec.name] -= 1
+        log.info(
+            "%s%s job=%s attempt=%d %.1fms %s%s",
+            spec.name,
+            f" group={job.group_id}" if job.group_id is not None else "",
+            job.id,
+            job.attempts,
+            outcome.duration * 1000,
+            final,
+            f" ({error})" if error else "",
+        )
+        for listener in list(self.listeners):
+            listener(job, outcome, final)
+        if self._wake is not None:
+            self._wake.set()
+        with self._idle:
+            self._idle.notify_all()
+
+    # -- local operations -------------------------------------------------------------------
+    def drain(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
+        if self._thread is None:
+            raise QueueRunError("the embedded backend is not running: use `with app.local() as local:`")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while True:
+                if fail_fast and self._failures:
+                    first = self._failures[0]
+                    self._failures.clear()
+                    raise first
+                pending = self.store.pending_count()
+                if pending == 0 and not self._tasks:
+                    self._failures.clear()
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise DrainTimeoutError(f"drain timed out after {timeout:g} s with {pending} job(s) pending")
+                self._idle.wait(0.1 if left is None else min(0.1, left))
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        out = []
+        for job in self.store.dead(queue):
+            received = ReceivedJob(job.id, job.data, job.attributes, job.attempts, job.group_seq)
+            meta = received.metadata(queue)
+            try:
+                payload = received.payload()
+            except ValueError:
+                payload = job.data
+            out.append(
+                DeadLetter(
+                    job_id=job.id,
+                    queue=queue,
+                    payload=payload,
+                    group_id=job.group_id,
+                    attempts=job.attempts,
+                    error=job.error or "",
+                    queued_at=meta.queued_at,
+                    params=meta.params,
+                    user=meta.user,
+                )
+            )
+        return out
+
+    def replay(self, queue: str) -> list[str]:
+        fifo = queue.endswith(".fifo")
+        ids = self.store.replay(queue, fifo=fifo)
+        self._poke()
+        return ids

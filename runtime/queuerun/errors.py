@@ -1,0 +1,76 @@
+"""Every error queuerun raises, under one root.
+
+    QueueRunError
+    ├── ConfigurationError        bad app/queue names, out-of-range options, bad settings
+    ├── QueueNotFoundError        no queue declared under that name (also a LookupError)
+    ├── PushError                 the job could not be queued; the cause is chained
+    │   ├── GroupIdRequiredError  FIFO push without a group id
+    │   └── PayloadError          payload not serializable, or over Pub/Sub's limits
+    ├── JobError                  raised inside a worker, about one job
+    │   ├── JobTimeoutError       the handler ran past the queue's timeout
+    │   └── PayloadValidationError  payload does not fit the handler's typed parameter
+    │                                (never retried: it goes straight to dead letters)
+    └── DrainTimeoutError         local.drain() gave up with jobs still pending
+
+Messages name the queue, the field and the offending value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class QueueRunError(Exception):
+    """Root of every queuerun error."""
+
+
+class ConfigurationError(QueueRunError, ValueError):
+    """An app, queue or setting is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class QueueNotFoundError(QueueRunError, LookupError):
+    """No queue is declared under that name."""
+
+    def __init__(self, queue: str, known: Sequence[str] = ()) -> None:
+        self.queue = queue
+        hint = f" (declared: {', '.join(sorted(known))})" if known else " (no queues declared)"
+        super().__init__(f"no queue named {queue!r}{hint}")
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message like a key
+        return str(self.args[0])
+
+
+class PushError(QueueRunError):
+    """The job was not queued. ``__cause__`` holds the backend's error, if any."""
+
+
+class GroupIdRequiredError(PushError, ValueError):
+    """A FIFO queue was pushed to without ``group(id)``."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue {queue!r} is FIFO: call .group(id) before push (group_id is None)")
+
+
+class PayloadError(PushError, ValueError):
+    """The payload cannot be serialized, or breaks a size limit."""
+
+
+class JobError(QueueRunError):
+    """Something about one job, raised while running it."""
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """The handler did not finish within the queue's timeout."""
+
+
+class PayloadValidationError(JobError, ValueError):
+    """The payload does not match the handler's annotated type. Not retried."""
+
+
+class DrainTimeoutError(QueueRunError, TimeoutError):
+    """``drain()`` ran out of time while jobs were still pending or running."""

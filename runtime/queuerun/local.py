@@ -1,0 +1,48 @@
+"""``app.local()``: the embedded backend with workers in this process, for tests and the dev server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .backends.base import Backend, DeadLetter
+from .backends.embedded import EmbeddedBackend
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+class LocalRun:
+    """While entered, the app pushes to an embedded backend whose workers run in this process."""
+
+    def __init__(self, app: App, *, state_file: str | Path | None = None) -> None:
+        self.app = app
+        self.backend = EmbeddedBackend(state_file=state_file)
+        self._previous: Backend | None = None
+
+    def __enter__(self) -> LocalRun:
+        self._previous = self.app._backend
+        self.app.use_backend(self.backend)
+        self.backend.start(self.app)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.backend.close()
+        self.app.use_backend(self._previous)
+
+    def drain(self, timeout: float | None = 30.0, *, fail_fast: bool = False) -> None:
+        """Return once no job is pending or running. ``fail_fast`` re-raises a handler's exception here."""
+        self.backend.drain(timeout, fail_fast=fail_fast)
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """Jobs of ``queue`` that exhausted their attempts, oldest first."""
+        self.app.spec(queue)  # unknown queue: QueueNotFoundError
+        return self.backend.dead_letters(queue)
+
+    def replay(self, queue: str) -> list[str]:
+        """Queue the dead letters of ``queue`` again, keeping their order."""
+        self.app.spec(queue)
+        return self.backend.replay(queue)
