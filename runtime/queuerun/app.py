@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .local import LocalRun
 
 # Request -> user id (or None for anonymous); may raise to reject with 401/403.
-Authenticate = Callable[[Any], "str | None | Awaitable[str | None]"]
+Authenticate = Callable[[Any], "str | Awaitable[str | None] | None"]
 
 _apps: weakref.WeakSet[App] = weakref.WeakSet()
 

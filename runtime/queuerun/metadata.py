@@ -25,7 +25,8 @@ class JobSignal:
         return self._event.wait(timeout)
 
     async def wait_async(self, poll: float = 0.05) -> None:
-        while not self._event.is_set():
+        # The event is a threading.Event (sync handlers wait on it too), so async code polls it.
+        while not self._event.is_set():  # noqa: ASYNC110
             await asyncio.sleep(poll)
 
     def abort(self, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -41,7 +42,7 @@ def test_each_group_runs_in_push_order_while_groups_overlap(harness: Harness, ap
     assert sorted(runs) == sorted(f"user-{g}" for g in range(groups))
     for group, seen in runs.items():
         assert [n for n, _, _ in seen] == list(range(per_group)), group
-        for (_, _, end), (_, start, _) in zip(seen, seen[1:], strict=False):
+        for (_, _, end), (_, start, _) in itertools.pairwise(seen):
             assert start >= end, f"{group}: a job started before the previous one finished"
     # And different groups ran at the same time
     spans = [(min(s for _, s, _ in seen), max(e for _, _, e in seen)) for seen in runs.values()]
@@ -66,7 +67,7 @@ def test_sequence_numbers_increase_within_a_group(harness: Harness, app_name: st
     for group in ("a", "b"):
         numbers = seen[group]
         assert len(numbers) == 5
-        assert all(x < y for x, y in zip(numbers, numbers[1:], strict=False)), numbers
+        assert all(x < y for x, y in itertools.pairwise(numbers)), numbers
 
 
 def test_a_failing_job_blocks_its_group_until_dead_lettered(harness: Harness, app_name: str) -> None:

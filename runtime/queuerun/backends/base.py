@@ -78,7 +78,7 @@ class Backend(ABC):
             except Exception as exc:
                 self._release_all(owned.values())
                 raise PushError(f"queue {spec.name!r}: dedupe store failed: {exc}") from exc
-            if reservation.duplicate:
+            if reservation.job_id is not None:
                 results[i] = reservation.job_id
             else:
                 owned[i] = reservation
@@ -95,15 +95,15 @@ class Backend(ABC):
 
         errors: list[BaseException] = []
         for i, outcome in zip(to_publish, published, strict=True):
-            reservation = owned.get(i)
+            held = owned.get(i)
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
-                if reservation is not None:
-                    self.dedupe.release(reservation)
+                if held is not None:
+                    self.dedupe.release(held)
                 continue
             results[i] = outcome
-            if reservation is not None:
-                self.dedupe.confirm(reservation, outcome)
+            if held is not None:
+                self.dedupe.confirm(held, outcome)
         for i, first in copies.items():
             results[i] = results[first]
 
@@ -124,10 +124,10 @@ class Backend(ABC):
             self.dedupe.release(reservation)
 
     # -- operations -------------------------------------------------------------------------
-    def start(self, app: App) -> None:
+    def start(self, app: App) -> None:  # noqa: B027  (optional hook, deliberately not abstract)
         """Begin processing this app's jobs (embedded workers); a no-op where the cloud delivers."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027  (optional hook, deliberately not abstract)
         """Stop processing and release resources."""
 
     @abstractmethod

@@ -8,6 +8,7 @@ head blocks its group while it is retried, then goes to dead letters and the gro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -60,10 +61,8 @@ class EmbeddedBackend(Backend):
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # loop closed between the check and the call
-                pass
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, app: App) -> None:
@@ -131,10 +130,8 @@ class EmbeddedBackend(Backend):
             next_at = self.store.next_available()
             now = time.time()
             delay = IDLE_POLL if next_at is None or next_at <= now else min(IDLE_POLL, next_at - now)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
         # Let in-flight jobs finish; the ones that do not are delivered again on the next start.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
