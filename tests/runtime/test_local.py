@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from queuerun import App
+from queuerun import App, JobMetadata
 from queuerun.errors import DrainTimeoutError
 
 
@@ -81,3 +82,52 @@ def test_drain_times_out_while_a_retry_is_pending() -> None:
         handler.push("x")
         with pytest.raises(DrainTimeoutError, match="1 job"):
             local.drain(timeout=0.5)
+
+
+def test_fifo_replay_keeps_group_order() -> None:
+    app = App("fiforeplay")
+    broken = threading.Event()
+    broken.set()
+    done: list[tuple[str | None, int]] = []
+    seqs: list[int] = []
+
+    @app.queue("ledger.fifo", min_backoff=0, max_backoff=0)
+    def handler(job: int, meta: JobMetadata) -> None:
+        if broken.is_set():
+            raise RuntimeError("ledger offline")
+        done.append((meta.group_id, job))
+        seqs.append(meta.sequence_number or 0)
+
+    with app.local() as local:
+        for n in range(4):
+            handler.group("acct").dedupe(str(n)).push(n)
+        local.drain(timeout=10)
+        assert [d.payload for d in local.dead_letters("ledger.fifo")] == [0, 1, 2, 3]
+        broken.clear()
+        local.replay("ledger.fifo")
+        local.drain(timeout=10)
+    assert done == [("acct", 0), ("acct", 1), ("acct", 2), ("acct", 3)]
+    assert seqs == sorted(seqs) and seqs[0] > 4  # fresh numbers, after the first deliveries
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+
+
+def test_pydantic_payload_is_validated_and_converted() -> None:
+    app = App("pydantic")
+    got: list[Signup] = []
+
+    @app.queue("signups", min_backoff=0, max_backoff=0)
+    def handler(signup: Signup) -> None:
+        got.append(signup)
+
+    with app.local() as local:
+        handler.push(Signup(email="a@b.c", age=30))  # a model is serialized like a dict
+        handler.push({"email": "x@y.z", "age": "old"})
+        local.drain(timeout=10)
+        dead = local.dead_letters("signups")
+    assert got == [Signup(email="a@b.c", age=30)]
+    assert len(dead) == 1 and dead[0].attempts == 1
+    assert "field 'age'" in dead[0].error and "'old'" in dead[0].error

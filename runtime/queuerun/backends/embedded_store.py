@@ -86,6 +86,10 @@ class JobStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            # Kept in memory: drain() asks after every finished job, and COUNT(*) would scan.
+            (self._pending,) = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('ready', 'running')"
+            ).fetchone()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -125,6 +129,7 @@ class JobStore:
                     (job_id, job.queue, job.group_id, seq, job.data, json.dumps(job.attributes()), now),
                 )
                 ids.append(job_id)
+            self._pending += len(ids)
         return ids
 
     def claim(self, queue: str, *, fifo: bool, limit: int, now: float) -> list[StoredJob]:
@@ -154,6 +159,7 @@ class JobStore:
     def finish(self, job_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._pending -= 1
 
     def retry(self, job_id: str, *, at: float, error: str) -> None:
         with self.transaction() as db:
@@ -164,6 +170,7 @@ class JobStore:
     def bury(self, job_id: str, *, error: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET state = 'dead', error = ? WHERE id = ?", (error, job_id))
+            self._pending -= 1
 
     def recover(self) -> int:
         """Jobs left running by a process that stopped are delivered again (at least once)."""
@@ -193,6 +200,7 @@ class JobStore:
                     "VALUES (?, ?, ?, ?, ?, ?, 'ready', ?)",
                     (job.id, queue, job.group_id, seq, job.data, json.dumps(job.attributes), now),
                 )
+            self._pending += len(rows)
         return [str(r[1]) for r in rows]
 
     # -- reads ------------------------------------------------------------------------------
@@ -205,8 +213,7 @@ class JobStore:
 
     def pending_count(self) -> int:
         with self.lock:
-            (n,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('ready', 'running')").fetchone()
-        return int(n)
+            return int(self._pending)
 
     def next_available(self) -> float | None:
         with self.lock:
