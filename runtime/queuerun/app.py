@@ -40,10 +40,20 @@ class App:
         *,
         authenticate: Authenticate | None = None,
         settings: Settings | Mapping[str, str] | None = None,
+        http_max_body: int | None = None,
     ) -> None:
+        from .endpoint import DEFAULT_MAX_BODY, MAX_BODY_CEILING
+
         problem = app_name_problem(name)
         if problem:
             raise ConfigurationError(problem)
+        max_body = DEFAULT_MAX_BODY if http_max_body is None else http_max_body
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or not 1 <= max_body <= MAX_BODY_CEILING:
+            raise ConfigurationError(
+                f"app {name!r}: http_max_body must be 1 to {MAX_BODY_CEILING:,} bytes (below Pub/Sub's 10 MB), "
+                f"got {http_max_body!r}"
+            )
+        self.http_max_body = max_body
         self.name = name
         self.authenticate = authenticate
         self._settings_source = settings
@@ -150,7 +160,7 @@ class App:
             if self._backend is None:
                 from .backends import create_backend
 
-                self._backend = create_backend(self.settings)
+                self._backend = create_backend(self.settings, self)
             return self._backend
 
     def use_backend(self, backend: Backend | None) -> None:

@@ -6,11 +6,18 @@
     ├── PushError                 the job could not be queued; the cause is chained
     │   ├── GroupIdRequiredError  FIFO push without a group id
     │   └── PayloadError          payload not serializable, or over Pub/Sub's limits
+    │       └── PayloadTooLargeError  over Pub/Sub's 10 MB message limit
     ├── JobError                  raised inside a worker, about one job
     │   ├── JobTimeoutError       the handler ran past the queue's timeout
     │   └── PayloadValidationError  payload does not fit the handler's typed parameter
     │                                (never retried: it goes straight to dead letters)
-    └── DrainTimeoutError         local.drain() gave up with jobs still pending
+    ├── DrainTimeoutError         local.drain() gave up with jobs still pending
+    ├── PushAuthError             a Pub/Sub push request failed OIDC verification
+    │                                (.status: 401 bad token, 403 wrong caller, 503 certs unavailable)
+    ├── EnvelopeError             a Pub/Sub push body is not a valid envelope (.status: 400, or 413 too large)
+    ├── RequestRejected           an HTTP request to a queue endpoint cannot be queued
+    │                                (.status: 400, 404, 405, 413, 415 or 422)
+    └── AuthenticationError       raised by an App's authenticate hook (.status: 401, or 403)
 
 Messages name the queue, the field and the offending value.
 """
@@ -60,6 +67,10 @@ class PayloadError(PushError, ValueError):
     """The payload cannot be serialized, or breaks a size limit."""
 
 
+class PayloadTooLargeError(PayloadError):
+    """The serialized job is over Pub/Sub's 10 MB message limit."""
+
+
 class JobError(QueueRunError):
     """Something about one job, raised while running it."""
 
@@ -74,3 +85,37 @@ class PayloadValidationError(JobError, ValueError):
 
 class DrainTimeoutError(QueueRunError, TimeoutError):
     """``drain()`` ran out of time while jobs were still pending or running."""
+
+
+class PushAuthError(QueueRunError):
+    """A Pub/Sub push request failed OIDC verification; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class EnvelopeError(QueueRunError):
+    """A Pub/Sub push body is not a valid wrapped envelope; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class RequestRejected(QueueRunError):
+    """An HTTP request to a queue endpoint cannot become a job; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthenticationError(QueueRunError):
+    """Raise from an ``authenticate`` hook to reject a request: 401 (who are you?) or 403 (not allowed)."""
+
+    def __init__(self, message: str = "authentication required", *, status: int = 401) -> None:
+        if status not in (401, 403):
+            raise ValueError(f"AuthenticationError status must be 401 or 403, got {status!r}")
+        self.status = status
+        super().__init__(message)

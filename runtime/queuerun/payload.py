@@ -1,7 +1,12 @@
-"""Payload serialization: dict/list/JSON values, ``str`` and ``bytes`` each round-trip as themselves."""
+"""Payload serialization: dict/list/JSON values, ``str`` and ``bytes`` each round-trip as themselves.
+
+JSON payloads that hold bytes (or files uploaded through a queue's HTTP endpoint) travel as
+tagged JSON, so those values come back as bytes and :class:`UploadedFile`, not as text.
+"""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import decimal
@@ -9,6 +14,7 @@ import enum
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, Final
 
 from .errors import PayloadError
@@ -16,7 +22,43 @@ from .errors import PayloadError
 JSON: Final = "application/json"
 TEXT: Final = "text/plain; charset=utf-8"
 BYTES: Final = "application/octet-stream"
-CONTENT_TYPES: Final = (JSON, TEXT, BYTES)
+TAGGED_JSON: Final = "application/vnd.queuerun+json"
+CONTENT_TYPES: Final = (JSON, TEXT, BYTES, TAGGED_JSON)
+_TAG: Final = "$queuerun"
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file from a multipart form, kept whole: the handler gets its name, type and bytes."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"UploadedFile({self.filename!r}, {self.content_type!r}, {len(self.data)} bytes)"
+
+
+def _tagged(value: Any) -> dict[str, str] | None:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_TAG: "bytes", "base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, UploadedFile):
+        return {
+            _TAG: "file",
+            "filename": value.filename,
+            "content_type": value.content_type,
+            "base64": base64.b64encode(value.data).decode("ascii"),
+        }
+    return None
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    kind = obj.get(_TAG)
+    if kind == "bytes" and set(obj) == {_TAG, "base64"}:
+        return base64.b64decode(obj["base64"])
+    if kind == "file" and set(obj) == {_TAG, "filename", "content_type", "base64"}:
+        return UploadedFile(obj["filename"], obj["content_type"], base64.b64decode(obj["base64"]))
+    return obj
 
 
 def _to_json(value: Any) -> Any:
@@ -44,13 +86,23 @@ def encode(payload: Any, *, queue: str) -> tuple[bytes, str]:
         return bytes(payload), BYTES
     if isinstance(payload, str):
         return payload.encode("utf-8"), TEXT
+    tagged = False
+
+    def default(value: Any) -> Any:
+        nonlocal tagged
+        tag = _tagged(value)
+        if tag is not None:
+            tagged = True
+            return tag
+        return _to_json(value)
+
     try:
-        text = json.dumps(payload, default=_to_json, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(payload, default=default, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         shown = repr(payload)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise PayloadError(f"queue {queue!r}: payload {shown} cannot be serialized: {exc}") from exc
-    return text.encode("utf-8"), JSON
+    return text.encode("utf-8"), (TAGGED_JSON if tagged else JSON)
 
 
 def decode(data: bytes, content_type: str) -> Any:
@@ -61,12 +113,14 @@ def decode(data: bytes, content_type: str) -> Any:
         return data.decode("utf-8")
     if content_type == JSON:
         return json.loads(data)
+    if content_type == TAGGED_JSON:
+        return json.loads(data, object_hook=_untag)
     raise ValueError(f"unknown payload content type {content_type!r}")
 
 
 def content_hash(data: bytes, content_type: str) -> str:
     """The default dedupe id: a hash of the serialized payload (key order does not matter)."""
-    if content_type == JSON:
+    if content_type in (JSON, TAGGED_JSON):
         canonical = json.dumps(json.loads(data), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         data = canonical.encode("utf-8")
     return hashlib.sha256(content_type.encode() + b"\0" + data).hexdigest()

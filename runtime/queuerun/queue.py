@@ -14,6 +14,7 @@ from .wire import OutgoingJob, build_job
 
 if TYPE_CHECKING:
     from .app import App
+    from .endpoint import QueueHttp
 
 
 def _check_id(queue: str, field: str, value: object) -> str:
@@ -67,6 +68,13 @@ class Queue:
         """The handler, looked up at call time so a ``queues.self()`` reference sees it once bound."""
         info = self._info or self._app._handler_info(self.name)
         return info
+
+    @property
+    def http(self) -> QueueHttp:
+        """This queue as an HTTP endpoint: an ASGI app (mount it anywhere), with ``flask_view()`` for Flask."""
+        from .endpoint import QueueHttp
+
+        return QueueHttp(self)
 
     def group(self, group_id: str) -> Queue:
         """A reference that pushes to ``group_id``. FIFO queues only."""

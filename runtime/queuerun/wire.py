@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import payload as payload_codec
-from .errors import PayloadError
+from .errors import PayloadError, PayloadTooLargeError
 from .metadata import JobMetadata
 
 MAX_MESSAGE_BYTES: Final = 10_000_000  # Pub/Sub: data + attributes + ordering key per message
@@ -128,7 +128,7 @@ def check_limits(job: OutgoingJob) -> None:
     size = len(job.data) + sum(_utf8_len(k) + _utf8_len(v) for k, v in attrs.items())
     size += _utf8_len(job.group_id or "")
     if size > MAX_MESSAGE_BYTES:
-        raise PayloadError(
+        raise PayloadTooLargeError(
             f"queue {q!r}: payload is {len(job.data):,} bytes ({size:,} with attributes); Pub/Sub messages are "
             f"at most {MAX_MESSAGE_BYTES:,} bytes"
         )

@@ -1,0 +1,295 @@
+"""Queues as HTTP endpoints (``http=True``): POST a body, get 202 and ``X-Job-Id``.
+
+Routes, relative to where the endpoint is mounted (the Cloud Run server mounts every HTTP queue
+under ``/queues/<queue name>``):
+
+    standard queue   POST /                      -> one job
+    FIFO queue       POST /<group>               -> one job in that group
+                     POST /<group>/<dedupe id>   -> deduplicated on that id
+
+The core (``handle``) is plain async code over :class:`HttpRequest`; thin adapters serve it as ASGI
+(Starlette, FastAPI, uvicorn) and as a Flask view.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from .context import current_user
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    PayloadError,
+    PayloadTooLargeError,
+    PushError,
+    RequestRejected,
+)
+from .forms import parse_body
+
+if TYPE_CHECKING:
+    from .app import App
+    from .queue import Queue
+
+log = logging.getLogger("queuerun.http")
+
+DEFAULT_MAX_BODY = 5 * 1024 * 1024
+MAX_BODY_CEILING = 9 * 1024 * 1024  # leaves room for attributes under Pub/Sub's 10 MB message limit
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What the endpoint and the ``authenticate`` hook see of a request, whatever the framework."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lowercase names
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return json.dumps(self.body).encode("utf-8")
+
+
+def _reject(status: int, message: str, **headers: str) -> HttpResponse:
+    return HttpResponse(status, {"error": message}, headers)
+
+
+async def authenticate(app: App, request: HttpRequest) -> str | None:
+    """Run the app's hook: a user id, None for anonymous. AuthenticationError passes through."""
+    if app.authenticate is None:
+        return None
+    result = app.authenticate(request)
+    if inspect.isawaitable(result):
+        result = await result
+    if result is not None and not isinstance(result, str):
+        raise ConfigurationError(f"app {app.name!r}: authenticate must return a user id string or None, got {result!r}")
+    return result
+
+
+async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> HttpResponse:
+    """Queue one job from a request. Never raises: every failure is a response with a clear message."""
+    spec = queue.spec
+    if len(segments) > (2 if spec.fifo else 0):
+        return _reject(404, f"queue {spec.name!r}: no such route {request.path!r}")
+    if request.method != "POST":
+        return _reject(405, f"queue {spec.name!r}: use POST, not {request.method}", allow="POST")
+    if spec.fifo and not segments:
+        return _reject(400, f"queue {spec.name!r} is FIFO: POST to <route>/<group>[/<dedupe id>] (group is missing)")
+    try:
+        user = await authenticate(queue.app, request)
+        payload = parse_body(spec.name, request.headers.get("content-type"), request.body, spec.accepts)
+        ref = queue
+        params = dict(request.query)
+        if segments:
+            ref = ref.group(segments[0])
+            params["group"] = segments[0]
+        if len(segments) == 2:
+            ref = ref.dedupe(segments[1])
+            params["dedupe"] = segments[1]
+        token = current_user.set(user)
+        try:
+            job_id = await ref.apush(payload, params=params, user=user)
+        finally:
+            current_user.reset(token)
+    except AuthenticationError as exc:
+        return _reject(exc.status, str(exc), **({"www-authenticate": "Bearer"} if exc.status == 401 else {}))
+    except RequestRejected as exc:
+        return _reject(exc.status, str(exc))
+    except PayloadTooLargeError as exc:
+        return _reject(413, str(exc))
+    except PayloadError as exc:
+        return _reject(400, str(exc))
+    except ConfigurationError as exc:
+        return _reject(400, str(exc))
+    except PushError as exc:
+        log.warning("queue %s: push failed: %s", spec.name, exc)
+        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again ({exc})", **{"retry-after": "1"})
+    return HttpResponse(202, {"job_id": job_id, "queue": spec.name}, {"x-job-id": job_id})
+
+
+# -- ASGI ---------------------------------------------------------------------------------------
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it passes ``limit`` bytes (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_response(send: Send, response: HttpResponse) -> None:
+    body = response.encoded()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    client = scope.get("client")
+    return HttpRequest(
+        method=scope.get("method", "GET").upper(),
+        path=path,
+        headers=headers,
+        query=query,
+        body=body,
+        client=f"{client[0]}:{client[1]}" if client else None,
+    )
+
+
+def relative_path(scope: Scope) -> str:
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):  # mounted: Starlette keeps the full path and sets root_path
+        path = path[len(root) :]
+    return path or "/"
+
+
+def split_segments(path: str) -> list[str]:
+    return [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+
+
+async def serve_asgi(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    find: Callable[[list[str]], tuple[Queue, list[str]] | HttpResponse],
+    max_body: int,
+) -> None:
+    """Shared ASGI plumbing: resolve the queue, bound the body, call :func:`handle`."""
+    path = relative_path(scope)
+    found = find(split_segments(path))
+    if isinstance(found, HttpResponse):
+        await send_response(send, found)
+        return
+    queue, segments = found
+    declared = scope.get("headers", [])
+    length = next((v for k, v in declared if k.lower() == b"content-length"), None)
+    if length is not None and length.isdigit() and int(length) > max_body:
+        await send_response(send, _too_large(queue.name, max_body))
+        return
+    body = await read_body(receive, max_body)
+    if body is None:
+        await send_response(send, _too_large(queue.name, max_body))
+        return
+    await send_response(send, await handle(queue, scope_request(scope, body, path), segments))
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer lifespan events, so the endpoint also runs on its own under uvicorn or a test client."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _too_large(queue: str, limit: int) -> HttpResponse:
+    return _reject(413, f"queue {queue!r}: request body is over the {limit:,}-byte limit")
+
+
+class QueueHttp:
+    """``queue.http``: an ASGI app for one queue, mountable in Starlette or FastAPI; ``flask_view()`` for Flask."""
+
+    def __init__(self, queue: Queue, *, max_body: int | None = None) -> None:
+        if not queue.spec.http:
+            raise ConfigurationError(
+                f"queue {queue.name!r}: declare it with http=True to expose it over HTTP (http is False)"
+            )
+        self.queue = queue
+        self.max_body = max_body or queue.app.http_max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+        elif scope["type"] == "http":
+            await serve_asgi(scope, receive, send, find=lambda segments: (self.queue, segments), max_body=self.max_body)
+
+    def flask_view(self) -> Callable[..., Any]:
+        """A Flask view function: ``flask_app.add_url_rule("/x/<group>", view_func=q.http.flask_view(), ...)``."""
+        import asyncio
+
+        from flask import Response, request
+
+        def view(group: str | None = None, dedupe: str | None = None) -> Response:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                result = _too_large(self.queue.name, self.max_body)
+            else:
+                body = request.stream.read(self.max_body + 1)
+                if len(body) > self.max_body:
+                    result = _too_large(self.queue.name, self.max_body)
+                else:
+                    req = HttpRequest(
+                        method=request.method,
+                        path=request.path,
+                        headers={k.lower(): v for k, v in request.headers.items()},
+                        query={k: v for k, v in request.args.items()},
+                        body=body,
+                        client=request.remote_addr,
+                    )
+                    segments = [s for s in (group, dedupe) if s is not None]
+                    result = asyncio.run(handle(self.queue, req, segments))
+            return Response(
+                result.encoded(), status=result.status, headers=dict(result.headers), content_type="application/json"
+            )
+
+        view.__name__ = f"queuerun_{self.queue.name.replace('.', '_')}"
+        return view
+
+
+class AppHttp:
+    """Every ``http=True`` queue of an app, at ``/<queue name>[/<group>[/<dedupe id>]]``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def _find(self, segments: list[str]) -> tuple[Queue, list[str]] | HttpResponse:
+        if not segments:
+            return _reject(404, "no queue in the path: POST to /queues/<queue name>")
+        name, rest = segments[0], segments[1:]
+        spec = next((s for s in self.app.specs if s.name == name and s.http), None)
+        if spec is None:
+            return _reject(404, f"no HTTP queue named {name!r}")
+        return self.app.queues(name), rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+        elif scope["type"] == "http":
+            await serve_asgi(scope, receive, send, find=self._find, max_body=self.app.http_max_body)

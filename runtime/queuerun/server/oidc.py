@@ -1,0 +1,238 @@
+"""Verification of the OIDC token Pub/Sub attaches to push requests (``Authorization: Bearer ...``).
+
+A push subscription configured with ``oidc_token`` signs each request as its push service account.
+We accept a request only if the token is signed by Google (certificates from ``GOOGLE_CERTS_URL``,
+kept in memory as long as their Cache-Control allows), is unexpired, names our audience, was issued
+by Google, and carries ``email`` equal to the push service account with ``email_verified`` true.
+
+Verification may fetch certificates over the network: call it from a worker thread in async code.
+The Pub/Sub emulator sends no token at all; turning verification off is the server's setting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from queuerun.errors import ConfigurationError, PushAuthError
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+
+# Google's tokens are about 1 KB; refuse to parse anything absurdly larger.
+MAX_TOKEN_CHARS = 16 * 1024
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECASE)
+
+
+class HttpResponse(Protocol):
+    """What ``google.auth.transport.Response`` offers, and all we read of it."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class HttpRequest(Protocol):
+    """A ``google.auth.transport.Request``-like callable, e.g. ``google.auth.transport.requests.Request()``."""
+
+    def __call__(self, url: str, method: str = "GET", *, timeout: float | None = None) -> HttpResponse: ...
+
+
+def _default_request() -> HttpRequest:
+    import google.auth.transport.requests  # heavy: imported only when certificates are first needed
+
+    request: HttpRequest = google.auth.transport.requests.Request()
+    return request
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _lifetime(headers: Mapping[str, str], default: float) -> float:
+    """Seconds the response may be cached: Cache-Control max-age less Age, 0 for no-cache/no-store."""
+    cache_control = _header(headers, "cache-control") or ""
+    if _NO_CACHE.search(cache_control):
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    if match is None:
+        return default
+    age = _header(headers, "age") or "0"
+    return max(0.0, float(match.group(1)) - (float(age) if age.strip().isdigit() else 0.0))
+
+
+class GoogleCerts:
+    """Google's OIDC signing certificates (``{key id: PEM}``), cached in memory; safe to share between threads.
+
+    A fetch happens when the cache has expired, or when a token names a key id we do not hold (Google
+    rotated its keys), at most once per ``kid_refresh_interval`` for the latter. If a refresh fails
+    while certificates are held, the stale ones keep serving and the fetch is retried after
+    ``retry_interval``; with none held, verification fails with status 503.
+    """
+
+    def __init__(
+        self,
+        request: HttpRequest | None = None,
+        *,
+        url: str = GOOGLE_CERTS_URL,
+        timeout: float = 10.0,
+        default_max_age: float = 300.0,
+        kid_refresh_interval: float = 60.0,
+        retry_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._request = request
+        self._url = url
+        self._timeout = timeout
+        self._default_max_age = default_max_age
+        self._kid_refresh_interval = kid_refresh_interval
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._certs: dict[str, str] | None = None
+        self._expires_at = 0.0
+        self._kid_refresh_at = 0.0  # earliest time a missing key id may force a fetch
+        self._retry_at = 0.0  # earliest time to fetch again after a failed fetch
+
+    def get(self, key_id: str | None = None) -> Mapping[str, str]:
+        """The current certificates; ``key_id`` is the token's ``kid``, to refresh when it is unknown."""
+        with self._lock:
+            now = self._clock()
+            certs = self._certs
+            if certs is not None:
+                fresh = now < self._expires_at
+                unknown_kid = key_id is not None and key_id not in certs
+                if (fresh and not (unknown_kid and now >= self._kid_refresh_at)) or now < self._retry_at:
+                    return certs
+            elif now < self._retry_at:
+                raise PushAuthError(503, f"Google's certificates are unavailable (fetching {self._url} failed)")
+            try:
+                fetched, lifetime = self._fetch()
+            except PushAuthError:
+                self._retry_at = now + self._retry_interval
+                if certs is not None:
+                    return certs  # stale, but Google's keys outlive their cache lifetime by days
+                raise
+            self._certs = fetched
+            self._expires_at = now + lifetime
+            self._kid_refresh_at = now + self._kid_refresh_interval
+            self._retry_at = 0.0
+            return fetched
+
+    def _fetch(self) -> tuple[dict[str, str], float]:
+        if self._request is None:
+            self._request = _default_request()
+        try:
+            response = self._request(self._url, method="GET", timeout=self._timeout)
+            status, headers, data = response.status, response.headers, response.data
+        except Exception as exc:  # any transport failure is the same outage to us
+            raise PushAuthError(503, f"could not fetch Google's certificates from {self._url}: {exc}") from exc
+        if status != 200:
+            raise PushAuthError(503, f"could not fetch Google's certificates from {self._url}: HTTP {status}")
+        try:
+            certs = json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise PushAuthError(503, f"Google's certificates from {self._url} are not JSON: {exc}") from exc
+        if not (
+            isinstance(certs, dict)
+            and certs
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in certs.items())
+        ):
+            raise PushAuthError(503, f"Google's certificates from {self._url} are not a {{key id: PEM}} object")
+        return certs, _lifetime(headers, self._default_max_age)
+
+
+class PushTokenVerifier:
+    """Checks the ``Authorization`` header of a Pub/Sub push request; see the module docstring.
+
+    ``audience`` is the one configured on the push subscription's OIDC token and
+    ``service_account_email`` its service account. ``request`` (or a shared ``certs``) lets tests
+    and callers supply the HTTP transport used for Google's certificates.
+    """
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        service_account_email: str,
+        certs: GoogleCerts | None = None,
+        request: HttpRequest | None = None,
+        clock_skew_in_seconds: int = 10,
+    ) -> None:
+        problems = [
+            f"{field} must be a non-empty string (got {value!r})"
+            for field, value in (("audience", audience), ("service_account_email", service_account_email))
+            if not isinstance(value, str) or not value.strip()
+        ]
+        if problems:
+            raise ConfigurationError([f"push authentication: {problem}" for problem in problems])
+        if certs is not None and request is not None:
+            raise ConfigurationError("push authentication: pass certs or request, not both")
+        self.audience = audience
+        self.service_account_email = service_account_email
+        self.certs = certs if certs is not None else GoogleCerts(request)
+        self.clock_skew_in_seconds = clock_skew_in_seconds
+
+    def verify(self, authorization: str | None) -> dict[str, Any]:
+        """Return the token's claims, or raise PushAuthError (401 bad token, 403 wrong caller, 503 no certs)."""
+        token = _bearer_token(authorization)
+
+        from google.auth import exceptions, jwt  # heavy: imported only where used
+
+        try:
+            key_id = jwt.decode_header(token).get("kid")  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
+            raise PushAuthError(401, f"malformed push token: {_brief(exc)}") from exc
+        certs = self.certs.get(key_id if isinstance(key_id, str) else None)
+        try:
+            claims = jwt.decode(  # type: ignore[no-untyped-call]
+                token, certs=certs, audience=self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds
+            )
+        except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
+            raise PushAuthError(401, f"push token rejected: {_brief(exc)}") from exc
+        if not isinstance(claims, Mapping):
+            raise PushAuthError(401, "push token rejected: its payload is not a JSON object")
+
+        issuer = claims.get("iss")
+        if issuer not in GOOGLE_ISSUERS:
+            raise PushAuthError(401, f"push token rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+        email = claims.get("email")
+        if not isinstance(email, str) or email.casefold() != self.service_account_email.casefold():
+            raise PushAuthError(
+                403, f"push token is for {email!r}, not the push service account {self.service_account_email!r}"
+            )
+        if claims.get("email_verified") is not True:
+            raise PushAuthError(403, f"push token's email {email!r} is not verified (email_verified is not true)")
+        return dict(claims)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization or not authorization.strip():
+        raise PushAuthError(401, "missing Authorization header: a Pub/Sub push request must carry a Bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise PushAuthError(401, "malformed Authorization header: expected 'Bearer <token>'")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise PushAuthError(401, f"malformed push token: longer than {MAX_TOKEN_CHARS} characters")
+    return token
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """The library's reason, cut short: some reasons quote the whole token, which must not reach logs."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,69 @@
+"""Shared fixtures. The emulator machinery lives in tests/emulators.py; these are thin wrappers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import emulators
+import pytest
+from emulators import Emulator, Kind
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def emulator_tools() -> str:
+    """The path of gcloud. Skips the test when gcloud or java is missing, but fails it when CI=true."""
+    try:
+        return emulators.require_tools()
+    except emulators.EmulatorUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"{exc} (CI=true: the emulator tests must run)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def _emulators(emulator_tools: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Kind, Emulator]]:
+    """Both emulators, started together once per session and stopped by process group at the end."""
+    running = emulators.start_all(tmp_path_factory.mktemp("emulators"))
+    try:
+        yield running
+    finally:
+        for emulator in running.values():
+            emulators.stop(emulator)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(_emulators: dict[Kind, Emulator]) -> Emulator:
+    """The session's Pub/Sub emulator: ``.host`` is ``127.0.0.1:PORT``, ``.project`` the project id."""
+    return _emulators["pubsub"]
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(_emulators: dict[Kind, Emulator]) -> Emulator:
+    """The session's Firestore emulator: ``.host`` is ``127.0.0.1:PORT``, ``.project`` the project id."""
+    return _emulators["firestore"]
+
+
+@pytest.fixture
+def clean_firestore(firestore_emulator: Emulator) -> Emulator:
+    """The Firestore emulator, emptied of every document before the test."""
+    emulators.reset_firestore(firestore_emulator)
+    return firestore_emulator
+
+
+@pytest.fixture
+def emulator_env(pubsub_emulator: Emulator, firestore_emulator: Emulator) -> dict[str, str]:
+    """A fresh settings mapping (PUBSUB_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT) to inject."""
+    return emulators.emulator_env(pubsub_emulator, firestore_emulator)
+
+
+@pytest.fixture
+def emulator_environ(emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The same settings put into os.environ for this test only (the Google clients read os.environ)."""
+    for name, value in emulator_env.items():
+        monkeypatch.setenv(name, value)
+    return emulator_env
