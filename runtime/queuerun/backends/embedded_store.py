@@ -79,6 +79,7 @@ def _row(row: tuple[object, ...]) -> StoredJob:
 class JobStore:
     def __init__(self, path: str | Path | None = None) -> None:
         target = ":memory:" if path is None else str(path)
+        self._shared = target != ":memory:"
         self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self.lock = threading.RLock()
         with self.lock:
@@ -213,7 +214,11 @@ class JobStore:
 
     def pending_count(self) -> int:
         with self.lock:
-            return int(self._pending)
+            if not self._shared:
+                return int(self._pending)
+            # A state file may be shared (``queuerun push`` from another terminal): ask the database.
+            (n,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('ready', 'running')").fetchone()
+            return int(n)
 
     def next_available(self) -> float | None:
         with self.lock:
