@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import emulators
 import pytest
+from conformance.harness import EmbeddedHarness, Harness
 from emulators import Emulator, Kind
 
 
@@ -67,3 +68,14 @@ def emulator_environ(emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPat
     for name, value in emulator_env.items():
         monkeypatch.setenv(name, value)
     return emulator_env
+
+
+# -- backends of the conformance harness ---------------------------------------------------------
+# A backend joins the conformance suite and the example tests by adding a Harness here.
+HARNESSES: list[Harness] = [EmbeddedHarness(name="embedded", scale=1.0, retry_floor=0.0)]
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+def harness(request: pytest.FixtureRequest) -> Harness:
+    h: Harness = request.param
+    return h

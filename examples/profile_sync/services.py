@@ -14,6 +14,12 @@ class FakeService:
     calls: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def reset(self, fail_first: int = 0) -> None:
+        with self._lock:
+            self.fail_first = fail_first
+            self.records.clear()
+            self.calls.clear()
+
     def update(self, user_id: str, profile: dict[str, str]) -> None:
         with self._lock:
             if self.fail_first > 0:
