@@ -107,25 +107,45 @@ async def run_handler(
     ctx: JobContext,
     timeout: float,
     executor: Executor | None,
+    linger: float | None = 0.0,
 ) -> Outcome:
-    """Run one job; never raises. A timeout sets the signal and cancels async handlers."""
+    """Run one job; never raises. A timeout sets the signal and cancels async handlers.
+
+    A sync handler's thread cannot be stopped. ``linger`` is how long to wait for it after a timeout
+    before reporting (None: until it returns), so a FIFO group never has two of its jobs running.
+    """
     start = time.monotonic()
+
+    def timed_out() -> Outcome:
+        meta.signal.abort("timeout")
+        err = JobTimeoutError(f"queue {meta.queue_name!r}: job {meta.job_id} timed out after {timeout:g} s")
+        return Outcome("retry", err, time.monotonic() - start)
+
     try:
         value = convert_payload(info, payload, queue=meta.queue_name)
         args = (value, meta) if info.wants_meta else (value,)
         with job_context(ctx):
             if info.is_async:
-                await asyncio.wait_for(info.func(*args), timeout)
+                limit = asyncio.timeout(timeout)
+                try:
+                    async with limit:
+                        await info.func(*args)
+                except TimeoutError:
+                    if limit.expired():
+                        return timed_out()
+                    raise  # the handler's own TimeoutError: an ordinary failure
             else:
-                # A thread cannot be stopped: on timeout the signal tells it to give up, and the
-                # job fails now either way. The context copy carries app and user into the thread.
+                # The context copy carries app and user into the worker thread.
                 call = functools.partial(contextvars.copy_context().run, info.func, *args)
-                loop = asyncio.get_running_loop()
-                await asyncio.wait_for(loop.run_in_executor(executor, call), timeout)
-    except TimeoutError:
-        meta.signal.abort("timeout")
-        err = JobTimeoutError(f"queue {meta.queue_name!r}: job {meta.job_id} timed out after {timeout:g} s")
-        return Outcome("retry", err, time.monotonic() - start)
+                future = asyncio.get_running_loop().run_in_executor(executor, call)
+                done, _ = await asyncio.wait({future}, timeout=timeout)
+                if not done:
+                    outcome = timed_out()
+                    if linger is None or linger > 0:
+                        await asyncio.wait({future}, timeout=linger)
+                    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved"
+                    return outcome
+                future.result()
     except PayloadValidationError as exc:
         return Outcome("dead", exc, time.monotonic() - start)
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -131,3 +132,38 @@ def test_pydantic_payload_is_validated_and_converted() -> None:
     assert got == [Signup(email="a@b.c", age=30)]
     assert len(dead) == 1 and dead[0].attempts == 1
     assert "field 'age'" in dead[0].error and "'old'" in dead[0].error
+
+
+def test_fifo_group_waits_for_a_timed_out_sync_handler() -> None:
+    # A sync handler's thread cannot be killed; its group must not start the next job meanwhile.
+    app = App("fifolinger")
+    spans: list[tuple[str, float, float]] = []
+
+    @app.queue("steps.fifo", timeout=0.1, min_backoff=0, max_backoff=0)
+    def handler(job: str, meta: JobMetadata) -> None:
+        start = time.monotonic()
+        if job == "slow" and meta.received_count == 1:
+            time.sleep(0.4)  # ignores the signal
+        spans.append((job, start, time.monotonic()))
+
+    with app.local() as local:
+        handler.group("g").push("slow")
+        handler.group("g").push("next")
+        local.drain(timeout=10)
+    ordered = sorted(spans, key=lambda s: s[1])
+    assert [job for job, _, _ in ordered] == ["slow", "slow", "next"]
+    assert all(later[1] >= earlier[2] for earlier, later in itertools.pairwise(ordered))
+
+
+def test_a_handlers_own_timeout_error_is_an_ordinary_failure() -> None:
+    app = App("owntimeout")
+
+    @app.queue("calls", min_backoff=0, max_backoff=0)
+    async def handler(job: str) -> None:
+        raise TimeoutError("upstream API timed out")
+
+    with app.local() as local:
+        handler.push("x")
+        local.drain(timeout=10)
+        [dead] = local.dead_letters("calls")
+    assert dead.error == "TimeoutError: upstream API timed out"

@@ -161,6 +161,7 @@ class EmbeddedBackend(Backend):
                     ctx=JobContext(app=app, queue=spec.name, user=meta.user),
                     timeout=spec.timeout,
                     executor=None,
+                    linger=None if spec.fifo else 0.0,  # a FIFO group waits for a timed-out thread
                 )
         except Exception as exc:  # a bug of ours must not lose the job: treat it as a failed attempt
             outcome = Outcome("retry", exc, 0.0)
