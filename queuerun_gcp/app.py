@@ -1,0 +1,547 @@
+"""QueueRunApp: one queuerun application on Google Cloud, provisioned from its queue declarations."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from queuerun import names
+from queuerun.errors import ConfigurationError, QueueNotFoundError
+from queuerun.settings import ENV
+from queuerun.spec import QueueSpec
+
+from . import iam
+from .args import FIELD_NAMES, QueueRunAppArgs
+from .constants import (
+    CONTAINER_PORT,
+    DEAD_LETTER_RETENTION,
+    FUNCTIONS_FRAMEWORK_ENV,
+    NEVER_EXPIRE,
+    PUSH_ACCOUNT_SUFFIX,
+    PUSH_ROUTE_PREFIX,
+    REQUIRED_APIS,
+    RUNTIME_ACCOUNT_SUFFIX,
+    SOURCE_BUILD_APIS,
+    TTL_COLLECTIONS,
+    TTL_FIELD,
+    TYPE_TOKEN,
+    firestore_database_id,
+    pubsub_service_agent,
+    push_audience,
+    source_bucket_name,
+)
+from .validation import default_request_timeout, known, resolve
+
+# Never part of the uploaded source: caches and local environments would change the hash for nothing.
+_SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+
+
+@dataclass(frozen=True)
+class QueueResources:
+    """The Pub/Sub resources of one queue."""
+
+    topic: gcp.pubsub.Topic
+    subscription: gcp.pubsub.Subscription
+    dead_letter_topic: gcp.pubsub.Topic
+    dead_letter_subscription: gcp.pubsub.Subscription
+
+
+def _merge_args(args: QueueRunAppArgs | None, kwargs: Mapping[str, Any]) -> QueueRunAppArgs:
+    unknown = sorted(set(kwargs) - FIELD_NAMES)
+    if unknown:
+        raise ConfigurationError(
+            f"QueueRunApp: unknown arguments {unknown!r}; valid arguments are {sorted(FIELD_NAMES)!r}"
+        )
+    if args is None:
+        return QueueRunAppArgs(**kwargs)
+    return dataclasses.replace(args, **kwargs)
+
+
+def _seconds(value: Any) -> pulumi.Input[str]:
+    """A protobuf Duration string ("10s", "0.5s"), through an Output when the value is not known yet."""
+    if known(value):
+        return f"{float(value):g}s"
+    return pulumi.Output.from_input(value).apply(lambda v: f"{float(v):g}s")
+
+
+def _source_files(root: Path) -> list[Path]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not _SKIPPED_DIRS.intersection(path.relative_to(root).parts[:-1]):
+            files.append(path)
+    return files
+
+
+def _source_digest(root: Path, files: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+class QueueRunApp(pulumi.ComponentResource):
+    """Topics, subscriptions, dead letters, the Cloud Run service, Firestore and IAM of one app.
+
+    ``QueueRunApp("shop", app=app, source="app_dir", region="us-central1")``; keyword arguments are
+    the fields of :class:`QueueRunAppArgs` (they override ``args`` when both are given). Raises
+    ``ConfigurationError`` listing every problem before any resource is registered.
+    """
+
+    url: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    topics: dict[str, pulumi.Output[str]]
+    subscriptions: dict[str, pulumi.Output[str]]
+    dead_letter_topics: dict[str, pulumi.Output[str]]
+    dead_letter_subscriptions: dict[str, pulumi.Output[str]]
+    runtime_service_account_email: pulumi.Output[str]
+    push_service_account_email: pulumi.Output[str]
+    push_audience: pulumi.Output[str]
+    firestore_database: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: QueueRunAppArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.args = _merge_args(args, kwargs)
+        resolved = resolve(self.args, name)
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self._name = name
+        self.app_name: str = resolved.app_name
+        self.specs: tuple[QueueSpec, ...] = resolved.specs
+        a = self.args
+        app = self.app_name
+
+        region: pulumi.Input[str] = a.region if a.region is not None else pulumi.Config("gcp").require("region")
+        project_info = gcp.organizations.get_project_output(
+            project_id=a.project, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        project_id: pulumi.Output[str] = (
+            pulumi.Output.from_input(a.project) if a.project is not None else project_info.project_id
+        )
+        self._project = a.project
+        self._labels = {"managed-by": "queuerun", "queuerun-app": app, **a.labels}
+        apis = self._enable_apis() if a.enable_apis else []
+        self._child = pulumi.ResourceOptions(parent=self, depends_on=apis)
+
+        self.runtime_account = gcp.serviceaccount.Account(
+            f"{name}-runtime",
+            account_id=f"{app}{RUNTIME_ACCOUNT_SUFFIX}",
+            display_name=f"queuerun {app}: runtime",
+            description="Runs the app's Cloud Run service: publishes jobs, uses Firestore",
+            project=a.project,
+            opts=self._child,
+        )
+        self.push_account = gcp.serviceaccount.Account(
+            f"{name}-push",
+            account_id=f"{app}{PUSH_ACCOUNT_SUFFIX}",
+            display_name=f"queuerun {app}: Pub/Sub push",
+            description="Identity of Pub/Sub push requests to the app's service (OIDC)",
+            project=a.project,
+            opts=self._child,
+        )
+        audience = project_id.apply(lambda p: push_audience(p, app))
+        agent = project_info.number.apply(lambda n: pubsub_service_agent(str(n)))
+
+        database_name = self._firestore(region)
+        self.service = self._service(region, project_id, audience, database_name)
+
+        self.queue_resources: dict[str, QueueResources] = {}
+        for spec in self.specs:
+            self.queue_resources[spec.name] = self._queue(spec, audience)
+
+        self._bindings(project_id, database_name, agent)
+
+        self.url = self.service.uri
+        self.service_name = self.service.name
+        self.topics = {q: r.topic.name for q, r in self.queue_resources.items()}
+        self.subscriptions = {q: r.subscription.name for q, r in self.queue_resources.items()}
+        self.dead_letter_topics = {q: r.dead_letter_topic.name for q, r in self.queue_resources.items()}
+        self.dead_letter_subscriptions = {q: r.dead_letter_subscription.name for q, r in self.queue_resources.items()}
+        self.runtime_service_account_email = self.runtime_account.email
+        self.push_service_account_email = self.push_account.email
+        self.push_audience = audience
+        self.firestore_database = pulumi.Output.from_input(database_name)
+        self.register_outputs(
+            {
+                "url": self.url,
+                "service_name": self.service_name,
+                "topics": self.topics,
+                "subscriptions": self.subscriptions,
+                "dead_letter_topics": self.dead_letter_topics,
+                "dead_letter_subscriptions": self.dead_letter_subscriptions,
+                "runtime_service_account_email": self.runtime_service_account_email,
+                "push_service_account_email": self.push_service_account_email,
+                "push_audience": self.push_audience,
+                "firestore_database": self.firestore_database,
+            }
+        )
+
+    # --- building blocks ---------------------------------------------------------------------------
+
+    def _enable_apis(self) -> list[pulumi.Resource]:
+        wanted = REQUIRED_APIS + (SOURCE_BUILD_APIS if self.args.source is not None else ())
+        return [
+            gcp.projects.Service(
+                f"{self._name}-api-{api.split('.')[0]}",
+                service=api,
+                project=self._project,
+                # Other stacks may rely on the API: destroying this app must not turn it off.
+                disable_on_destroy=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for api in wanted
+        ]
+
+    def _firestore(self, region: pulumi.Input[str]) -> pulumi.Input[str]:
+        a = self.args
+        database_name: pulumi.Input[str]
+        if a.firestore_database is not None:
+            database_name = a.firestore_database
+        else:
+            database = gcp.firestore.Database(
+                f"{self._name}-firestore",
+                name=firestore_database_id(self.app_name),
+                location_id=a.firestore_location if a.firestore_location is not None else region,
+                type="FIRESTORE_NATIVE",
+                delete_protection_state=(
+                    "DELETE_PROTECTION_ENABLED" if a.deletion_protection else "DELETE_PROTECTION_DISABLED"
+                ),
+                # The provider's default (ABANDON) would leave the database behind on destroy.
+                deletion_policy="ABANDON" if a.deletion_protection else "DELETE",
+                project=self._project,
+                opts=self._child,
+            )
+            database_name = database.name
+        if a.firestore_ttl:
+            for collection in TTL_COLLECTIONS:
+                gcp.firestore.Field(
+                    f"{self._name}-ttl-{collection.replace('_', '-')}",
+                    project=self._project,
+                    database=database_name,
+                    collection=collection,
+                    field=TTL_FIELD,
+                    ttl_config=gcp.firestore.FieldTtlConfigArgs(),
+                    # Records are read by id only; an index on a growing timestamp would be a write hotspot.
+                    index_config=gcp.firestore.FieldIndexConfigArgs(),
+                    opts=self._child,
+                )
+        return database_name
+
+    def _source_build(
+        self, source: Path, region: pulumi.Input[str], project_id: pulumi.Output[str]
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str], gcp.cloudrunv2.ServiceBuildConfigArgs]:
+        a, app = self.args, self.app_name
+        files = _source_files(source)
+        bucket = gcp.storage.Bucket(
+            f"{self._name}-source",
+            name=project_id.apply(lambda p: source_bucket_name(app, p)),
+            location=region,
+            project=self._project,
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            force_destroy=not a.deletion_protection,
+            labels=self._labels,
+            opts=self._child,
+        )
+        # The object name carries the content hash, so a source change yields a new revision.
+        archive = gcp.storage.BucketObject(
+            f"{self._name}-source-archive",
+            bucket=bucket.name,
+            name=f"source-{_source_digest(source, files)}.zip",
+            source=pulumi.AssetArchive({p.relative_to(source).as_posix(): pulumi.FileAsset(str(p)) for p in files}),
+            opts=self._child,
+        )
+        repository = gcp.artifactregistry.Repository(
+            f"{self._name}-images",
+            repository_id=f"{app}-queuerun",
+            format="DOCKER",
+            location=region,
+            description=f"Images built from the source of queuerun app {app}",
+            project=self._project,
+            labels=self._labels,
+            opts=self._child,
+        )
+        image_uri = pulumi.Output.concat(
+            region, "-docker.pkg.dev/", project_id, "/", repository.repository_id, "/", app
+        )
+        base_image = pulumi.Output.concat(
+            region, "-docker.pkg.dev/serverless-runtimes/google-22-full/runtimes/", a.python_runtime
+        )
+        build = gcp.cloudrunv2.ServiceBuildConfigArgs(
+            source_location=pulumi.Output.concat("gs://", bucket.name, "/", archive.name),
+            function_target=a.function_target,
+            image_uri=image_uri,
+            base_image=base_image,
+            enable_automatic_updates=True,
+            service_account=a.build_service_account,
+        )
+        return image_uri, base_image, build
+
+    def _service(
+        self,
+        region: pulumi.Input[str],
+        project_id: pulumi.Output[str],
+        audience: pulumi.Output[str],
+        database_name: pulumi.Input[str],
+    ) -> gcp.cloudrunv2.Service:
+        a = self.args
+        build: gcp.cloudrunv2.ServiceBuildConfigArgs | None = None
+        base_image: pulumi.Output[str] | None = None
+        image: pulumi.Input[str]
+        if a.source is not None:
+            image, base_image, build = self._source_build(Path(a.source), region, project_id)
+        elif a.image is not None:
+            image = a.image
+        else:  # unreachable: validation requires exactly one of source and image
+            raise ConfigurationError(f"QueueRunApp {self._name!r}: give source= or image=")
+        managed: dict[str, pulumi.Input[str]] = {
+            ENV.BACKEND: "gcp",
+            ENV.PROJECT: project_id,
+            ENV.APP: a.app_target,
+            ENV.PUSH_AUDIENCE: audience,
+            ENV.PUSH_SERVICE_ACCOUNT: self.push_account.email,
+            ENV.FIRESTORE_DATABASE: database_name,
+            # Ordering keys are only ordered when every publish goes to one region.
+            ENV.PUBSUB_ENDPOINT: pulumi.Output.concat(region, "-pubsub.googleapis.com:443"),
+        }
+        if a.source is not None:
+            managed.update(FUNCTIONS_FRAMEWORK_ENV)
+        env = {**a.env, **managed}
+        request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
+        exposed = any(spec.http for spec in self.specs)
+        return gcp.cloudrunv2.Service(
+            f"{self._name}-service",
+            name=self.app_name,
+            location=region,
+            project=self._project,
+            # Pub/Sub push from the same project passes internal ingress; HTTP queues need the internet.
+            ingress="INGRESS_TRAFFIC_ALL" if exposed else "INGRESS_TRAFFIC_INTERNAL_ONLY",
+            deletion_protection=a.deletion_protection,
+            labels=self._labels,
+            build_config=build,
+            template=gcp.cloudrunv2.ServiceTemplateArgs(
+                service_account=self.runtime_account.email,
+                timeout=_seconds(request_timeout),
+                max_instance_request_concurrency=a.container_concurrency,
+                scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
+                    min_instance_count=a.min_instances,
+                    max_instance_count=a.max_instances,
+                ),
+                containers=[
+                    gcp.cloudrunv2.ServiceTemplateContainerArgs(
+                        image=image,
+                        base_image_uri=base_image,
+                        envs=[
+                            gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
+                            for key in sorted(env)
+                        ],
+                        ports=gcp.cloudrunv2.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
+                        resources=gcp.cloudrunv2.ServiceTemplateContainerResourcesArgs(
+                            limits={"cpu": a.cpu, "memory": a.memory},
+                            cpu_idle=True,
+                            startup_cpu_boost=True,
+                        ),
+                    )
+                ],
+            ),
+            opts=self._child,
+        )
+
+    def _queue(self, spec: QueueSpec, audience: pulumi.Output[str]) -> QueueResources:
+        app, prefix = self.app_name, f"{self._name}-{names.resource_slug(spec.name)}"
+        topic = gcp.pubsub.Topic(
+            f"{prefix}-topic",
+            name=names.topic_id(app, spec.name),
+            project=self._project,
+            labels=self._labels,
+            opts=self._child,
+        )
+        dead_letter_topic = gcp.pubsub.Topic(
+            f"{prefix}-dlq",
+            name=names.dead_letter_topic_id(app, spec.name),
+            project=self._project,
+            labels=self._labels,
+            opts=self._child,
+        )
+        # A topic without a subscription drops what is published to it: dead letters need one.
+        dead_letter_subscription = gcp.pubsub.Subscription(
+            f"{prefix}-dlq-sub",
+            name=names.dead_letter_subscription_id(app, spec.name),
+            topic=dead_letter_topic.id,
+            ack_deadline_seconds=60,
+            message_retention_duration=DEAD_LETTER_RETENTION,
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
+            project=self._project,
+            labels=self._labels,
+            opts=self._child,
+        )
+        push = spec.delivery == "push"
+        push_config = None
+        if push:
+            push_config = gcp.pubsub.SubscriptionPushConfigArgs(
+                push_endpoint=pulumi.Output.concat(self.service.uri, PUSH_ROUTE_PREFIX, names.route_slug(spec.name)),
+                oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
+                    service_account_email=self.push_account.email,
+                    audience=audience,
+                ),
+            )
+        ack_deadline: pulumi.Input[int] = (
+            spec.ack_deadline
+            if known(spec.timeout)
+            else pulumi.Output.from_input(spec.timeout).apply(
+                lambda t: dataclasses.replace(spec, timeout=t).ack_deadline
+            )
+        )
+        subscription = gcp.pubsub.Subscription(
+            f"{prefix}-sub",
+            name=names.subscription_id(app, spec.name),
+            topic=topic.id,
+            ack_deadline_seconds=ack_deadline,
+            enable_message_ordering=spec.fifo,
+            # Pub/Sub never delivers push exactly once; FIFO push relies on Firestore completion records.
+            enable_exactly_once_delivery=bool(spec.exactly_once) and not push,
+            retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(
+                minimum_backoff=_seconds(spec.min_backoff),
+                maximum_backoff=_seconds(spec.max_backoff),
+            ),
+            dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
+                dead_letter_topic=dead_letter_topic.id,
+                max_delivery_attempts=spec.max_attempts,
+            ),
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
+            push_config=push_config,
+            project=self._project,
+            labels=self._labels,
+            opts=self._child,
+        )
+        return QueueResources(topic, subscription, dead_letter_topic, dead_letter_subscription)
+
+    def _bindings(
+        self, project_id: pulumi.Output[str], database_name: pulumi.Input[str], agent: pulumi.Output[str]
+    ) -> None:
+        n = self._name
+        runtime, push = self.runtime_account.member, self.push_account.member
+        for spec in self.specs:
+            r, prefix = self.queue_resources[spec.name], f"{n}-{names.resource_slug(spec.name)}"
+            gcp.pubsub.TopicIAMMember(
+                f"{prefix}-runtime-publisher",
+                topic=r.topic.name,
+                role=iam.PUBLISHER,
+                member=runtime,
+                project=self._project,
+                opts=self._child,
+            )
+            gcp.pubsub.TopicIAMMember(
+                f"{prefix}-agent-dlq-publisher",
+                topic=r.dead_letter_topic.name,
+                role=iam.PUBLISHER,
+                member=agent,
+                project=self._project,
+                opts=self._child,
+            )
+            gcp.pubsub.SubscriptionIAMMember(
+                f"{prefix}-agent-subscriber",
+                subscription=r.subscription.name,
+                role=iam.SUBSCRIBER,
+                member=agent,
+                project=self._project,
+                opts=self._child,
+            )
+            if spec.delivery == "pull":
+                gcp.pubsub.SubscriptionIAMMember(
+                    f"{prefix}-runtime-subscriber",
+                    subscription=r.subscription.name,
+                    role=iam.SUBSCRIBER,
+                    member=runtime,
+                    project=self._project,
+                    opts=self._child,
+                )
+        gcp.serviceaccount.IAMMember(
+            f"{n}-agent-token-creator",
+            service_account_id=self.push_account.name,
+            role=iam.TOKEN_CREATOR,
+            member=agent,
+            opts=self._child,
+        )
+        self._invoker(f"{n}-push-invoker", push)
+        if any(spec.public for spec in self.specs):
+            self._invoker(f"{n}-public-invoker", iam.ALL_USERS)
+        gcp.projects.IAMMember(
+            f"{n}-runtime-datastore",
+            project=project_id,
+            role=iam.DATASTORE_USER,
+            member=runtime,
+            condition=iam.database_condition(project_id, database_name),
+            opts=self._child,
+        )
+
+    def _invoker(self, resource_name: str, member: pulumi.Input[str]) -> gcp.cloudrunv2.ServiceIamMember:
+        return gcp.cloudrunv2.ServiceIamMember(
+            resource_name,
+            name=self.service.name,
+            location=self.service.location,
+            project=self.service.project,
+            role=iam.RUN_INVOKER,
+            member=member,
+            opts=self._child,
+        )
+
+    # --- grants for other identities -----------------------------------------------------------------
+
+    def _select(self, queue: str | None) -> list[tuple[str, QueueResources]]:
+        if queue is None:
+            return list(self.queue_resources.items())
+        if queue not in self.queue_resources:
+            raise QueueNotFoundError(queue, list(self.queue_resources))
+        return [(queue, self.queue_resources[queue])]
+
+    def grant_publish(
+        self, member: pulumi.Input[str], queue: str | None = None, *, name: str | None = None
+    ) -> list[gcp.pubsub.TopicIAMMember]:
+        """Let ``member`` push jobs: grants ``roles/pubsub.publisher`` on the topic of ``queue``
+        (of every queue when None). ``name`` labels the grant; required when ``member`` is an Output."""
+        label = iam.member_label(member, name)
+        return [
+            gcp.pubsub.TopicIAMMember(
+                f"{self._name}-{names.resource_slug(q)}-publish-{label}",
+                topic=r.topic.name,
+                role=iam.PUBLISHER,
+                member=member,
+                project=self._project,
+                opts=self._child,
+            )
+            for q, r in self._select(queue)
+        ]
+
+    def grant_invoke(self, member: pulumi.Input[str], *, name: str | None = None) -> gcp.cloudrunv2.ServiceIamMember:
+        """Let ``member`` call the HTTP queue endpoints: grants ``roles/run.invoker`` on this service only."""
+        return self._invoker(f"{self._name}-invoke-{iam.member_label(member, name)}", member)
+
+    def grant_dead_letters(
+        self, member: pulumi.Input[str], queue: str | None = None, *, name: str | None = None
+    ) -> list[gcp.pubsub.SubscriptionIAMMember]:
+        """Let ``member`` list and take dead letters: grants ``roles/pubsub.subscriber`` on the dead-letter
+        subscription of ``queue`` (of every queue when None). Replaying also needs :meth:`grant_publish`."""
+        label = iam.member_label(member, name)
+        return [
+            gcp.pubsub.SubscriptionIAMMember(
+                f"{self._name}-{names.resource_slug(q)}-dead-letters-{label}",
+                subscription=r.dead_letter_subscription.name,
+                role=iam.SUBSCRIBER,
+                member=member,
+                project=self._project,
+                opts=self._child,
+            )
+            for q, r in self._select(queue)
+        ]

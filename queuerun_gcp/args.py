@@ -1,0 +1,89 @@
+"""The one arguments type of :class:`QueueRunApp`, with secure defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Protocol
+
+import pulumi
+
+from queuerun.manifest import Manifest
+from queuerun.spec import QueueSpec
+
+from .constants import DEFAULT_APP_TARGET, DEFAULT_PYTHON_RUNTIME, FUNCTION_TARGET
+
+
+class AppLike(Protocol):
+    """Anything that declares queues: ``queuerun.App`` or a stand-in with the same two attributes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def specs(self) -> Sequence[QueueSpec]: ...
+
+
+@dataclass(frozen=True)
+class QueueRunAppArgs:
+    """Arguments of :class:`QueueRunApp`. Give exactly one of ``app``/``manifest``/``queues`` and of
+    ``source``/``image``; everything else has a secure default."""
+
+    app: AppLike | None = None
+    """The application object; its ``name`` and ``specs`` are read."""
+    manifest: str | PathLike[str] | Manifest | None = None
+    """A manifest file written by ``queuerun manifest MODULE:APP`` (or a loaded ``Manifest``)."""
+    queues: Sequence[QueueSpec | Mapping[str, Any]] | None = None
+    """Explicit queue specs, for infra repos that do not import the application."""
+    app_name: str | None = None
+    """App name with ``queues=``; defaults to the component's name. Prefixes every cloud resource."""
+
+    source: str | PathLike[str] | None = None
+    """Directory of the app's source: zipped to a bucket and built by Cloud Run (functions-framework)."""
+    image: pulumi.Input[str] | None = None
+    """A container image to run instead of building ``source``."""
+    region: pulumi.Input[str] | None = None
+    """Region of the service, Firestore database and source bucket; defaults to config ``gcp:region``."""
+    project: str | None = None
+    """Project id; defaults to the provider's project."""
+
+    app_target: pulumi.Input[str] = DEFAULT_APP_TARGET
+    """``module:attribute`` of the App inside the image (``QUEUERUN_APP``)."""
+    function_target: str = FUNCTION_TARGET
+    """functions-framework target for source builds; the runtime provides it."""
+    python_runtime: str = DEFAULT_PYTHON_RUNTIME
+    """Cloud Run base image runtime for source builds."""
+    build_service_account: pulumi.Input[str] | None = None
+    """Service account of source builds (``projects/P/serviceAccounts/EMAIL``); default: Cloud Run's."""
+
+    request_timeout: pulumi.Input[int] | None = None
+    """Cloud Run request timeout in seconds, at least every ack deadline; default: the largest of those and 300."""
+    min_instances: pulumi.Input[int] = 0
+    """Minimum instances (0 scales to zero)."""
+    max_instances: pulumi.Input[int] = 10
+    """Maximum instances: bounded so a retry storm cannot scale without limit."""
+    container_concurrency: pulumi.Input[int] = 80
+    """Concurrent requests per instance."""
+    cpu: pulumi.Input[str] = "1"
+    """CPU limit per instance."""
+    memory: pulumi.Input[str] = "512Mi"
+    """Memory limit per instance."""
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Extra environment variables; may not override the ones the runtime reads."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels on every labelled resource (``managed-by: queuerun`` is always added)."""
+
+    deletion_protection: bool = True
+    """Protects the service, database and source bucket from ``pulumi destroy``; False for throwaway stacks."""
+    firestore_database: str | None = None
+    """An existing Firestore database id (e.g. ``(default)``); by default a dedicated one is created."""
+    firestore_location: str | None = None
+    """Location of a created database; defaults to ``region``."""
+    firestore_ttl: bool = True
+    """Manage the TTL policies; set False if another stack already manages them on a shared database."""
+    enable_apis: bool = False
+    """Enable the required Google APIs (needs ``serviceusage`` permission); off: APIs are often managed centrally."""
+
+
+FIELD_NAMES: frozenset[str] = frozenset(QueueRunAppArgs.__dataclass_fields__)

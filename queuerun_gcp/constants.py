@@ -1,0 +1,79 @@
+"""Names shared with the runtime and fixed by the deployed resources.
+
+The runtime must use the same values (Firestore collections and TTL field, push route, function
+target); they are gathered here so the contract is in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+TYPE_TOKEN: Final = "queuerun:index:QueueRunApp"
+
+# Firestore: the runtime writes dedupe and completion records with an ``expires_at`` timestamp;
+# TTL policies on these collection groups delete them (up to 24 h late, so reads still check).
+DEDUPE_COLLECTION: Final = "queuerun_dedupe"
+DONE_COLLECTION: Final = "queuerun_done"
+TTL_FIELD: Final = "expires_at"
+TTL_COLLECTIONS: Final = (DEDUPE_COLLECTION, DONE_COLLECTION)
+
+# Pub/Sub pushes each queue's jobs to ``{service_uri}{PUSH_ROUTE_PREFIX}{queue}``.
+PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
+
+# Source builds: the Cloud Run build runs functions-framework with this target. The runtime's
+# ``queuerun.server.functions`` module defines it (an async ASGI function); the app's ``main.py``
+# re-exports it: ``from queuerun.server.functions import queuerun``.
+FUNCTION_TARGET: Final = "queuerun"
+FUNCTION_SOURCE_MODULE: Final = "queuerun.server.functions"
+# Read by the functions-framework CLI, not by queuerun: the target is an ASGI (Starlette) function.
+FUNCTIONS_FRAMEWORK_ENV: Final = {"FUNCTION_USE_ASGI": "1"}
+DEFAULT_APP_TARGET: Final = "main:app"
+DEFAULT_PYTHON_RUNTIME: Final = "python311"
+CONTAINER_PORT: Final = 8080
+
+# Service account ids are 6-30 characters: app names are 1-20, so these suffixes keep every id in range.
+RUNTIME_ACCOUNT_SUFFIX: Final = "-runtime"
+PUSH_ACCOUNT_SUFFIX: Final = "-push"
+
+CLOUD_RUN_TIMEOUT_MAX: Final = 3600
+DEFAULT_REQUEST_TIMEOUT: Final = 300
+# Pub/Sub keeps a subscription's messages at most 31 days: dead letters stay as long as possible.
+DEAD_LETTER_RETENTION: Final = "2678400s"
+# An empty TTL is Pub/Sub's "never expires"; the default deletes subscriptions idle for 31 days.
+NEVER_EXPIRE: Final = ""
+
+REQUIRED_APIS: Final = (
+    "run.googleapis.com",
+    "pubsub.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+)
+SOURCE_BUILD_APIS: Final = (
+    "cloudbuild.googleapis.com",
+    "storage.googleapis.com",
+    "artifactregistry.googleapis.com",
+)
+
+
+def push_audience(project: str, app: str) -> str:
+    """The OIDC audience on every push subscription of an app, also given to the service as env.
+
+    Fixed per app because the service URL cannot be fed back into the service (a graph cycle).
+    """
+    return f"queuerun:{project}:{app}"
+
+
+def pubsub_service_agent(project_number: str) -> str:
+    """IAM member of the Google-managed Pub/Sub service agent of a project."""
+    return f"serviceAccount:service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+
+def firestore_database_id(app: str) -> str:
+    """Id of the database the component creates when no existing one is named (4-63 chars)."""
+    return f"{app}-queuerun"
+
+
+def source_bucket_name(app: str, project: str) -> str:
+    """Globally unique, deterministic bucket name: at most 20 + 14 + 8 characters."""
+    return f"{app}-queuerun-src-{hashlib.sha256(project.encode()).hexdigest()[:8]}"

@@ -1,0 +1,195 @@
+"""Pulumi mocks and graph helpers for the component tests: the real SDKs, no engine, no cloud.
+
+``build(factory)`` runs a Pulumi program under fresh mocks and returns the registered graph: every
+resource with its type, logical name, parent type (from the URN) and inputs as the engine saw them
+(camelCase keys; ints arrive as floats through protobuf).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from queuerun.spec import QueueSpec, make_spec
+
+PROJECT = "test-project"
+PROJECT_NUMBER = "123456789"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+APP_SOURCE = Path(__file__).parent / "fixtures" / "app"
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Fills in the computed outputs the component reads (emails, ids, the service URI)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.inputs[(args.typ, args.name)] = dict(args.inputs)
+        state = dict(args.inputs)
+        project = state.get("project") or PROJECT
+        rid = f"{args.name}_id"
+        if args.typ == "gcp:serviceaccount/account:Account":
+            email = f"{state['accountId']}@{project}.iam.gserviceaccount.com"
+            state.update(
+                email=email, member=f"serviceAccount:{email}", name=f"projects/{project}/serviceAccounts/{email}"
+            )
+        elif args.typ == "gcp:pubsub/topic:Topic":
+            rid = f"projects/{project}/topics/{state['name']}"
+        elif args.typ == "gcp:pubsub/subscription:Subscription":
+            rid = f"projects/{project}/subscriptions/{state['name']}"
+        elif args.typ == "gcp:cloudrunv2/service:Service":
+            state["uri"] = f"https://{state['name']}-abc123-uc.a.run.app"
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.calls.append(args.token)
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": PROJECT_NUMBER, "projectId": PROJECT, "name": PROJECT}, []
+        return {}, []
+
+
+@dataclass(frozen=True)
+class Res:
+    urn: str
+    type: str
+    name: str
+    parent_type: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class Graph:
+    resources: list[Res]
+    result: Any = None
+    calls: list[str] = field(default_factory=list)
+
+    def of_type(self, suffix: str) -> list[Res]:
+        """Resources whose type ends with ``suffix`` (e.g. ``"pubsub/topic:Topic"``), sorted by name."""
+        return sorted((r for r in self.resources if r.type.endswith(suffix)), key=lambda r: r.name)
+
+    def named(self, name: str) -> Res:
+        found = [r for r in self.resources if r.name == name]
+        assert len(found) == 1, f"{name!r}: {len(found)} resources; names: {sorted(r.name for r in self.resources)}"
+        return found[0]
+
+    def iam_bindings(self) -> list[tuple[str, str, str, str]]:
+        """Every IAM binding as (resource type, target, role, member), sorted."""
+        out = []
+        for r in self.resources:
+            if "IAMMember" in r.type or "IamMember" in r.type:
+                i = r.inputs
+                target = i.get("topic") or i.get("subscription") or i.get("serviceAccountId") or i.get("name")
+                out.append((r.type.split(":")[-1], str(target or i.get("project")), i["role"], i["member"]))
+        return sorted(out)
+
+    def snapshot(self) -> str:
+        """Stable JSON of the graph: sorted resources, sorted keys, machine paths replaced."""
+        rows = [
+            {"type": r.type, "name": r.name, "parent": r.parent_type, "inputs": r.inputs}
+            for r in sorted(self.resources, key=lambda r: (r.type, r.name))
+        ]
+        text = json.dumps(rows, indent=1, sort_keys=True, default=_jsonable)
+        return text.replace(str(REPO_ROOT), "<repo>") + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    """Assets and archives arrive as SDK objects: describe them by their (relative) files."""
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": value.assets}
+    if isinstance(value, pulumi.FileAsset):
+        return {"file": Path(value.path).resolve().relative_to(REPO_ROOT).as_posix()}
+    return repr(value)
+
+
+def build(factory: Callable[[], Any], config: dict[str, str] | None = None) -> Graph:
+    """Run ``factory`` as a Pulumi program under fresh mocks; return the registered graph."""
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="queuerun", stack="test", preview=False)
+    pulumi.runtime.set_all_config(config or {})
+    holder: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> None:
+        holder["result"] = factory()
+
+    program()
+    registry = pulumi.runtime.settings.SETTINGS.monitor.get_registered_resources()
+    resources = []
+    for urn, reg in registry.items():
+        qualified, name = urn.split("::")[2], urn.split("::")[3]
+        chain = qualified.split("$")
+        typ = chain[-1]
+        if typ == "pulumi:pulumi:Stack":
+            continue
+        resources.append(
+            Res(
+                urn=urn,
+                type=typ,
+                name=name,
+                parent_type=chain[-2] if len(chain) > 1 else None,
+                inputs=mocks.inputs.get((typ, name), {}),
+                outputs=dict(reg.state or {}),
+            )
+        )
+    return Graph(resources=resources, result=holder.get("result"), calls=list(mocks.calls))
+
+
+# --- the apps under test -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StandInApp:
+    """The two attributes QueueRunApp reads from an App."""
+
+    name: str
+    specs: tuple[QueueSpec, ...]
+
+
+def shop_specs() -> tuple[QueueSpec, ...]:
+    """A standard queue, a FIFO queue and an HTTP queue."""
+    return (
+        make_spec("emails"),
+        make_spec("update_profile.fifo", timeout=60, max_attempts=10, min_backoff=5, max_backoff=120),
+        make_spec("signup", http=True, accepts=["application/json"]),
+    )
+
+
+def shop_args(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "app": StandInApp("shop", shop_specs()),
+        "source": str(APP_SOURCE),
+        "region": "us-central1",
+        "deletion_protection": False,
+    }
+    base.update(overrides)
+    return base
+
+
+# --- least privilege -----------------------------------------------------------------------------
+
+PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
+AUTHORITATIVE_IAM = ("IAMBinding", "IAMPolicy", "IamBinding", "IamPolicy")
+
+
+def assert_least_privilege(graph: Graph, *, public: bool) -> None:
+    """No primitive role, no authoritative binding, nothing project-wide unless conditioned on the app's
+    database, and ``allUsers`` only when a queue is public."""
+    for r in graph.resources:
+        if "IAM" not in r.type and "Iam" not in r.type:
+            continue
+        assert not r.type.split(":")[-1].endswith(AUTHORITATIVE_IAM), f"{r.name}: authoritative IAM resource {r.type}"
+        assert r.inputs["role"] not in PRIMITIVE_ROLES, f"{r.name}: primitive role {r.inputs['role']}"
+        if r.type.startswith(("gcp:projects/", "gcp:organizations/", "gcp:folder/")):
+            expression = (r.inputs.get("condition") or {}).get("expression", "")
+            assert "/databases/" in expression, f"{r.name}: project-wide binding {r.inputs['role']} without a condition"
+        if r.inputs["member"] in ("allUsers", "allAuthenticatedUsers"):
+            assert public, f"{r.name}: {r.inputs['member']} granted {r.inputs['role']} but no queue is public"
