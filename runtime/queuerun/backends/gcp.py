@@ -1,0 +1,499 @@
+"""The Google Cloud backend: jobs are Pub/Sub messages, dedupe and completion records live in Firestore.
+
+Publishing
+    One ``google-cloud-pubsub`` publisher per backend, with batching and
+    ``PublisherOptions(enable_message_ordering=True)``. FIFO jobs are published with
+    ``ordering_key = group id``; standard jobs without one. The job id is the Pub/Sub message id,
+    returned only once Pub/Sub has accepted the message. A failed publish pauses its ordering key in
+    the client; we call ``resume_publish`` so one failure does not poison the group forever (the
+    failed push raises, later pushes go through). A missing topic raises ``QueueNotFoundError``;
+    any other failure ``PushError`` with the cause chained.
+
+Sequence numbers (``qr-seq``, FIFO only)
+    A hybrid logical clock in the publishing process: ``seq = max(previous + 1, now in µs)``,
+    taken under the same lock as the ``publish()`` call, so the order of numbers is the order the
+    client hands messages of one ordering key to Pub/Sub, which is their delivery order. The number
+    travels in an attribute, so a redelivery carries the same number. What is guaranteed:
+
+    - within one process (any number of threads), the jobs of a group get strictly increasing
+      numbers in delivery order, including jobs replayed from dead letters;
+    - across processes, numbers follow the hosts' wall clocks: pushes to one group from different
+      processes are increasing in delivery order when they are further apart than the clock skew
+      between those hosts plus the publish latency; concurrent pushes to one group from different
+      processes (which have no defined order anyway) may carry out-of-order numbers.
+
+    No Firestore document is written per push of a group (Firestore sustains about one write per
+    second per document, which a per-group counter would hit).
+
+Dead letters, replay and drain
+    ``dead_letters(queue)`` pulls the queue's dead-letter subscription without acknowledging, then
+    releases what it pulled (a zero ack deadline), so listing is repeatable. ``replay(queue)``
+    republishes those jobs to the queue's topic in their original order (queued time, then
+    sequence number) and acknowledges the dead letters that were republished.
+    ``drain()`` waits until every job published through this backend object (including jobs that
+    handlers in this process pushed) has a completion record, which the push server writes when a
+    job completes or is dead-lettered. Completion tracking is on for FIFO queues always and, with
+    ``track_completions`` (the default under the emulators), for standard queues too; jobs pushed by
+    other processes are not waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import DrainTimeoutError, JobError, QueueNotFoundError, QueueRunError
+from ..names import dead_letter_subscription_id, dead_letter_topic_id, topic_id
+from ..spec import QueueSpec
+from ..wire import (
+    A_CONTENT_TYPE,
+    A_DEDUPE,
+    A_GROUP,
+    A_PARAM_PREFIX,
+    A_QUEUED_AT,
+    A_SEQUENCE,
+    A_USER,
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    OutgoingJob,
+    ReceivedJob,
+)
+from .base import Backend, DeadLetter
+from .firestore_store import CompletionStore, FirestoreDedupeStore
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..settings import Settings
+
+log = logging.getLogger("queuerun")
+
+# Attributes the runtime adds to a dead letter it publishes itself.
+A_JOB_ID: Final = "qr-job-id"  # the job's original id (a dead letter is a new message)
+A_ERROR: Final = "qr-error"
+A_ATTEMPTS: Final = "qr-attempts"
+# Attributes Pub/Sub adds when its dead-letter policy forwards a message.
+PUBSUB_DLQ_COUNT: Final = "CloudPubSubDeadLetterSourceDeliveryCount"
+
+DEFAULT_PUBLISH_TIMEOUT: Final = 30.0  # below DedupeStore.publish_timeout, so a stuck pusher's record is taken over
+PULL_BATCH: Final = 1000
+
+
+class TopicNotFoundError(QueueNotFoundError):
+    """The queue is declared but its Pub/Sub topic does not exist (not deployed, or wrong project)."""
+
+    def __init__(self, queue: str, topic: str) -> None:
+        self.queue = queue
+        self.topic = topic
+        QueueRunError.__init__(
+            self,
+            f"queue {queue!r}: Pub/Sub topic {topic} does not exist (deploy the app, or create the emulator "
+            "topology with queuerun.emulator_topology)",
+        )
+
+
+class SequenceClock:
+    """A hybrid logical clock in microseconds: strictly increasing in this process, close to wall time."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:  # callers hold the publish lock
+        now = time.time_ns() // 1000
+        self._last = now if now > self._last else self._last + 1
+        return self._last
+
+
+# -- clients -------------------------------------------------------------------------------
+def make_publisher(*, emulator_host: str | None = None, endpoint: str | None = None, batch_settings: Any = None) -> Any:
+    """A publisher with message ordering on; ``emulator_host`` (from settings) wins over os.environ."""
+    from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1.types import PublisherOptions
+
+    kwargs: dict[str, Any] = {}
+    if emulator_host:
+        import grpc  # type: ignore[import-untyped]
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+        kwargs["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+    elif endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+    return PublisherClient(
+        batch_settings=batch_settings or (),
+        publisher_options=PublisherOptions(enable_message_ordering=True),
+        **kwargs,
+    )
+
+
+def make_subscriber(*, emulator_host: str | None = None) -> Any:
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    if emulator_host:
+        import grpc
+        from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+        return SubscriberClient(
+            transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+        )
+    return SubscriberClient()
+
+
+def make_firestore(*, project: str, database: str = "(default)", emulator_host: str | None = None) -> Any:
+    from google.cloud import firestore
+
+    if not emulator_host:
+        return firestore.Client(project=project, database=database)
+    from google.auth.credentials import AnonymousCredentials
+
+    client = firestore.Client(project=project, database=database, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    # The client reads FIRESTORE_EMULATOR_HOST from os.environ in __init__; settings come from an
+    # injected mapping, so set the same attribute before the first call opens a channel.
+    client._emulator_host = emulator_host
+    return client
+
+
+def _brief(text: str, limit: int = MAX_ATTRIBUTE_VALUE_BYTES) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+class GcpBackend(Backend):
+    """Pub/Sub topics per queue, Firestore for dedupe and completion records."""
+
+    name = "gcp"
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        app_name: str | None = None,
+        pubsub_emulator_host: str | None = None,
+        firestore_emulator_host: str | None = None,
+        firestore_database: str = "(default)",
+        pubsub_endpoint: str | None = None,
+        track_completions: bool | None = None,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        batch_settings: Any = None,
+        publisher: Any = None,
+        subscriber: Any = None,
+        firestore: Any = None,
+    ) -> None:
+        self.project = project
+        self.app_name = app_name
+        self._pubsub_emulator_host = pubsub_emulator_host
+        self._firestore_emulator_host = firestore_emulator_host
+        self._firestore_database = firestore_database
+        self._pubsub_endpoint = pubsub_endpoint
+        self.track_completions = bool(pubsub_emulator_host) if track_completions is None else track_completions
+        self.publish_timeout = publish_timeout
+        self._batch_settings = batch_settings
+        self._publisher = publisher
+        self._subscriber = subscriber
+        self._firestore = firestore
+        self._clients_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._clock = SequenceClock()
+        self.dedupe = FirestoreDedupeStore(lambda: self.firestore)
+        self.completions = CompletionStore(lambda: self.firestore)
+        self._outstanding: dict[tuple[str, str], str] = {}  # (topic, job id) -> queue, for drain
+        self._outstanding_lock = threading.Lock()
+        self._failures: list[BaseException] = []
+        self._app: App | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, app_name: str | None = None) -> GcpBackend:
+        if not settings.project:
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError("the gcp backend needs GOOGLE_CLOUD_PROJECT")
+        return cls(
+            project=settings.project,
+            app_name=app_name,
+            pubsub_emulator_host=settings.pubsub_emulator_host,
+            firestore_emulator_host=settings.firestore_emulator_host,
+            firestore_database=settings.firestore_database,
+            pubsub_endpoint=settings.pubsub_endpoint,
+        )
+
+    # -- clients (created on first use: importing them costs cold-start time) ---------------
+    @property
+    def publisher(self) -> Any:
+        with self._clients_lock:
+            if self._publisher is None:
+                self._publisher = make_publisher(
+                    emulator_host=self._pubsub_emulator_host,
+                    endpoint=self._pubsub_endpoint,
+                    batch_settings=self._batch_settings,
+                )
+            return self._publisher
+
+    @property
+    def subscriber(self) -> Any:
+        with self._clients_lock:
+            if self._subscriber is None:
+                self._subscriber = make_subscriber(emulator_host=self._pubsub_emulator_host)
+            return self._subscriber
+
+    @property
+    def firestore(self) -> Any:
+        with self._clients_lock:
+            if self._firestore is None:
+                self._firestore = make_firestore(
+                    project=self.project, database=self._firestore_database, emulator_host=self._firestore_emulator_host
+                )
+            return self._firestore
+
+    # -- names ------------------------------------------------------------------------------
+    def bind(self, app: App) -> None:
+        """Tie the backend to the app whose topics it publishes to (topic ids carry the app name)."""
+        self._app = app
+        self.app_name = app.name
+
+    def _app_name(self) -> str:
+        if self.app_name is None:
+            raise QueueRunError("the gcp backend is not bound to an app: create it with app_name= or call bind(app)")
+        return self.app_name
+
+    def topic_path(self, queue: str) -> str:
+        return f"projects/{self.project}/topics/{topic_id(self._app_name(), queue)}"
+
+    def dead_letter_topic_path(self, queue: str) -> str:
+        return f"projects/{self.project}/topics/{dead_letter_topic_id(self._app_name(), queue)}"
+
+    def dead_letter_subscription_path(self, queue: str) -> str:
+        return f"projects/{self.project}/subscriptions/{dead_letter_subscription_id(self._app_name(), queue)}"
+
+    def _spec(self, queue: str) -> QueueSpec:
+        if self._app is not None:
+            return self._app.spec(queue)
+        return QueueSpec(name=queue)
+
+    # -- push -------------------------------------------------------------------------------
+    def _publish(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str | BaseException]:
+        topic = self.topic_path(spec.name)
+        publisher = self.publisher
+        futures: list[tuple[str, Any]] = []
+        with self._publish_lock:  # numbers are taken in the order messages enter the client
+            for job in jobs:
+                key = job.group_id or "" if spec.fifo else ""
+                attrs = job.attributes(self._clock.next() if spec.fifo else None)
+                try:
+                    future: Any = publisher.publish(
+                        topic, job.data, ordering_key=key, timeout=self.publish_timeout, **attrs
+                    )
+                except Exception as exc:  # e.g. the client was stopped
+                    future = exc
+                futures.append((key, future))
+
+        results: list[str | BaseException] = []
+        failed_keys: set[str] = set()
+        not_found: BaseException | None = None
+        for key, future in futures:
+            if isinstance(future, BaseException):
+                results.append(future)
+                continue
+            try:
+                results.append(str(future.result(timeout=self.publish_timeout + 5)))
+            except Exception as exc:
+                from google.api_core.exceptions import NotFound
+
+                if isinstance(exc, NotFound):
+                    not_found = exc
+                results.append(exc)
+                if key:
+                    failed_keys.add(key)
+        for key in failed_keys:
+            with contextlib.suppress(RuntimeError, ValueError):  # another thread resumed it already
+                publisher.resume_publish(topic, key)
+        if not_found is not None:
+            raise TopicNotFoundError(spec.name, topic) from not_found
+        if self.track_completions or spec.fifo:
+            with self._outstanding_lock:
+                for result in results:
+                    if isinstance(result, str):
+                        self._outstanding[(topic, result)] = spec.name
+        return results
+
+    def publish_dead_letter(
+        self, queue: str, job_id: str, data: bytes, attributes: Mapping[str, str], *, error: str, attempts: int
+    ) -> str:
+        """Publish one job to the queue's dead-letter topic (the push server's own dead-lettering)."""
+        attrs = {k: v for k, v in attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
+        attrs.update({A_JOB_ID: job_id, A_ERROR: _brief(error), A_ATTEMPTS: str(attempts)})
+        future = self.publisher.publish(self.dead_letter_topic_path(queue), data, timeout=self.publish_timeout, **attrs)
+        return str(future.result(timeout=self.publish_timeout + 5))
+
+    # -- completion ----------------------------------------------------------------------------
+    def record_failure(self, error: BaseException) -> None:
+        """Called by an in-process push server for every failed attempt: ``drain(fail_fast=True)`` raises it."""
+        self._failures.append(error)
+
+    # -- operations ----------------------------------------------------------------------------
+    def start(self, app: App) -> None:
+        self.bind(app)
+
+    def stop(self) -> None:
+        publisher = self._publisher
+        if publisher is not None:
+            with contextlib.suppress(RuntimeError):  # already stopped
+                publisher.stop()  # flushes batches still waiting for their latency window
+            self._publisher = None
+
+    def drain(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if fail_fast and self._failures:
+                first = self._failures[0]
+                self._failures.clear()
+                raise first
+            with self._outstanding_lock:
+                pending = dict(self._outstanding)
+            if pending:
+                settled = self.completions.get_many(pending)
+                with self._outstanding_lock:
+                    for item in settled:
+                        self._outstanding.pop(item, None)
+                dead = [c for c in settled.values() if c.status == "dead"]
+                if fail_fast and dead:
+                    raise JobError(f"queue {dead[0].queue!r}: job {dead[0].job_id} was dead-lettered: {dead[0].error}")
+                left = len(pending) - len(settled)
+            else:
+                left = 0
+            if left == 0:
+                self._failures.clear()
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DrainTimeoutError(f"drain timed out after {timeout:g} s with {left} job(s) not settled")
+            time.sleep(0.1)
+
+    def _pull_dead(self, queue: str) -> list[Any]:
+        """Every message waiting on the queue's dead-letter subscription, leased to us until released."""
+        from google.api_core.exceptions import DeadlineExceeded, NotFound
+
+        self._spec(queue)
+        subscription = self.dead_letter_subscription_path(queue)
+        received: list[Any] = []
+        seen: set[str] = set()
+        while True:
+            try:
+                with warnings.catch_warnings():
+                    # Deprecated because it may return fewer messages than are waiting; we pull
+                    # until a pull comes back empty, and a blocking pull would wait seconds on an
+                    # empty subscription.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    response = self.subscriber.pull(
+                        subscription=subscription, max_messages=PULL_BATCH, return_immediately=True, timeout=10
+                    )
+            except DeadlineExceeded:
+                break
+            except NotFound as exc:
+                raise TopicNotFoundError(queue, subscription) from exc
+            fresh = [m for m in response.received_messages if m.message.message_id not in seen]
+            if not fresh:
+                break
+            for m in fresh:
+                seen.add(m.message.message_id)
+            received.extend(fresh)
+        return received
+
+    def _release(self, queue: str, messages: Sequence[Any]) -> None:
+        if messages:
+            self.subscriber.modify_ack_deadline(
+                subscription=self.dead_letter_subscription_path(queue),
+                ack_ids=[m.ack_id for m in messages],
+                ack_deadline_seconds=0,
+            )
+
+    @staticmethod
+    def _order(messages: list[Any]) -> list[Any]:
+        def key(m: Any) -> tuple[str, int, float]:
+            attrs = m.message.attributes
+            seq = attrs.get(A_SEQUENCE, "")
+            return (
+                attrs.get(A_QUEUED_AT, ""),
+                int(seq) if seq.isdigit() else 0,
+                m.message.publish_time.timestamp(),
+            )
+
+        return sorted(messages, key=key)
+
+    def _dead_letter(self, queue: str, m: Any) -> DeadLetter:
+        attrs = dict(m.message.attributes)
+        job_id = attrs.get(A_JOB_ID) or m.message.message_id
+        received = ReceivedJob(job_id, bytes(m.message.data), attrs, 0)
+        meta = received.metadata(queue)
+        try:
+            payload = received.payload()
+        except ValueError:
+            payload = bytes(m.message.data)
+        attempts_raw = attrs.get(A_ATTEMPTS) or attrs.get(PUBSUB_DLQ_COUNT) or "0"
+        error = attrs.get(A_ERROR) or (
+            "delivery attempts exhausted (Pub/Sub dead-lettered it after "
+            f"{attrs.get(PUBSUB_DLQ_COUNT, '?')} deliveries)"
+        )
+        return DeadLetter(
+            job_id=job_id,
+            queue=queue,
+            payload=payload,
+            group_id=attrs.get(A_GROUP),
+            attempts=int(attempts_raw) if attempts_raw.isdigit() else 0,
+            error=error,
+            queued_at=meta.queued_at,
+            params=meta.params,
+            user=meta.user,
+        )
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        messages = self._order(self._pull_dead(queue))
+        try:
+            return [self._dead_letter(queue, m) for m in messages]
+        finally:
+            self._release(queue, messages)
+
+    def replay(self, queue: str) -> list[str]:
+        spec = self._spec(queue)
+        messages = self._order(self._pull_dead(queue))
+        if not messages:
+            return []
+        jobs = []
+        for m in messages:
+            attrs = {k: v for k, v in m.message.attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
+            queued_raw = attrs.get(A_QUEUED_AT)
+            jobs.append(
+                OutgoingJob(
+                    queue=queue,
+                    data=bytes(m.message.data),
+                    content_type=attrs.get(A_CONTENT_TYPE, "application/json"),
+                    queued_at=dt.datetime.fromisoformat(queued_raw) if queued_raw else m.message.publish_time,
+                    group_id=attrs.get(A_GROUP),
+                    dedupe_id=attrs.get(A_DEDUPE),
+                    params={k[len(A_PARAM_PREFIX) :]: v for k, v in attrs.items() if k.startswith(A_PARAM_PREFIX)},
+                    user=attrs.get(A_USER),
+                )
+            )
+        try:
+            results = self._publish(spec, jobs)
+        except BaseException:
+            self._release(queue, messages)
+            raise
+        done = [m for m, r in zip(messages, results, strict=True) if isinstance(r, str)]
+        failed = [m for m, r in zip(messages, results, strict=True) if not isinstance(r, str)]
+        if done:
+            self.subscriber.acknowledge(
+                subscription=self.dead_letter_subscription_path(queue), ack_ids=[m.ack_id for m in done]
+            )
+        self._release(queue, failed)
+        errors = [r for r in results if not isinstance(r, str)]
+        if errors:
+            from ..errors import PushError
+
+            raise PushError(
+                f"queue {queue!r}: {len(errors)} of {len(jobs)} dead letters were not replayed: {errors[0]}"
+            )
+        return [r for r in results if isinstance(r, str)]

@@ -1,0 +1,269 @@
+"""The push server in-process: what reaches a handler, what status each request gets, logs, OIDC."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import logging
+import time
+import types
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from gcp_helpers import Calls
+from google.auth import crypt, jwt
+from starlette.testclient import TestClient
+
+from queuerun import App, JobMetadata
+from queuerun.server.app import ACK_STATUS, PushServer, create_push_app
+from queuerun.server.logs import TRACE_KEY, CloudLoggingFormatter, trace_fields
+from queuerun.server.oidc import PushTokenVerifier
+
+SETTINGS = {"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "test-project"}
+
+
+def envelope(data: bytes = b'{"a":1}', attributes: dict[str, str] | None = None, message_id: str = "101") -> bytes:
+    return json.dumps(
+        {
+            "message": {
+                "data": base64.b64encode(data).decode(),
+                "attributes": {"qr-content-type": "application/json", **(attributes or {})},
+                "messageId": message_id,
+                "publishTime": "2024-05-01T12:00:00.123456789Z",
+            },
+            "subscription": "projects/test-project/subscriptions/s",
+        }
+    ).encode()
+
+
+def make_app(calls: Calls, **queue_options: Any) -> App:
+    app = App("shop", settings=SETTINGS)
+
+    @app.queue("emails", **queue_options)
+    def handle(job: Any, meta: JobMetadata) -> None:
+        calls.add((job, meta))
+        if job == "fail":
+            raise RuntimeError("handler failed")
+        if job == "slow":
+            meta.signal.wait(5)
+
+    return app
+
+
+def test_ack_status_is_one_both_pubsub_and_its_emulator_accept() -> None:
+    # Production acks 102/200/201/202/204; the emulator acks 102/200/201/203/204 (202 is a nack there).
+    assert ACK_STATUS == 204
+
+
+def test_a_pushed_job_runs_with_its_metadata_and_is_acked() -> None:
+    calls = Calls()
+    app = make_app(calls)
+    attrs = {"qr-queued-at": "2024-05-01T11:59:00+00:00", "qr-user": "u1", "qr-param-source": "web"}
+    with TestClient(create_push_app(app)) as client:
+        response = client.post("/_pubsub/emails", content=envelope(attributes=attrs))
+    assert response.status_code == 204
+    [(job, meta)] = calls.items
+    assert job == {"a": 1}
+    assert (meta.job_id, meta.queue_name, meta.received_count, meta.user) == ("101", "emails", 1, "u1")
+    assert meta.params == {"source": "web"}
+    assert meta.queued_at == dt.datetime(2024, 5, 1, 11, 59, tzinfo=dt.UTC)
+
+
+def test_a_failing_handler_gets_a_5xx_and_the_redelivery_counts_as_attempt_two() -> None:
+    calls = Calls()
+    app = make_app(calls)
+    with TestClient(create_push_app(app)) as client:
+        first = client.post("/_pubsub/emails", content=envelope(b'"fail"'))
+        second = client.post("/_pubsub/emails", content=envelope(b'"fail"'))
+    assert (first.status_code, second.status_code) == (500, 500)
+    assert "handler failed" in first.json()["error"]
+    assert [meta.received_count for _, meta in calls.items] == [1, 2]
+
+
+def test_delivery_attempt_from_the_envelope_wins_over_the_local_count() -> None:
+    calls = Calls()
+    app = make_app(calls)
+    body = json.loads(envelope())
+    body["deliveryAttempt"] = 3
+    with TestClient(create_push_app(app)) as client:
+        client.post("/_pubsub/emails", content=json.dumps(body))
+    assert calls.items[0][1].received_count == 3
+
+
+def test_a_handler_past_its_timeout_gets_a_5xx_and_sees_the_signal() -> None:
+    calls = Calls()
+    app = make_app(calls, timeout=0.3)
+    started = time.monotonic()
+    with TestClient(create_push_app(app)) as client:
+        response = client.post("/_pubsub/emails", content=envelope(b'"slow"'))
+    assert response.status_code == 500
+    assert "timed out" in response.json()["error"]
+    assert time.monotonic() - started < 3
+    assert calls.items[0][1].signal.aborted
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/_pubsub/nope", envelope(), 404, "no queue named 'nope'"),
+        ("/_pubsub/emails", b"{not json", 400, "not JSON"),
+        ("/_pubsub/emails", b"[]", 400, "JSON object"),
+        ("/_pubsub/emails", b'{"message": {}}', 400, "missing subscription"),
+        ("/_pubsub/emails", envelope().replace(b'"data": "', b'"data": "!!'), 400, "base64"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_with_a_clear_message_and_never_reach_a_handler(
+    path: str, body: bytes, status: int, message: str
+) -> None:
+    calls = Calls()
+    with TestClient(create_push_app(make_app(calls))) as client:
+        response = client.post(path, content=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert calls.items == []
+
+
+def test_an_oversized_body_gets_413_before_it_is_read_whole() -> None:
+    calls = Calls()
+    app = make_app(calls)
+    with TestClient(PushServer(app, max_body_bytes=1000).asgi()) as client:
+        declared = client.post("/_pubsub/emails", content=b"x" * 2000)
+
+        def chunks() -> Any:
+            for _ in range(10):
+                yield b"x" * 500
+
+        streamed = client.post("/_pubsub/emails", content=chunks())  # chunked: no Content-Length
+    assert (declared.status_code, streamed.status_code) == (413, 413)
+    assert calls.items == []
+
+
+def test_health_route_answers_without_touching_a_backend() -> None:
+    with TestClient(create_push_app(make_app(Calls()))) as client:
+        response = client.get("/_health")
+    assert response.status_code == 200 and response.json()["app"] == "shop"
+
+
+def test_trace_header_becomes_cloud_logging_fields() -> None:
+    fields = trace_fields("105445aa7843bc8bf206b12000100000/1;o=1", "test-project")
+    assert fields == {
+        "trace": "projects/test-project/traces/105445aa7843bc8bf206b12000100000",
+        "span_id": "0000000000000001",
+        "trace_sampled": True,
+    }
+    assert trace_fields("garbage/with spaces", "p") == {}
+    assert trace_fields(None, "p") == {}
+
+
+def test_job_logs_are_json_lines_cloud_logging_understands() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    logger = logging.getLogger("queuerun.server")
+    logger.addHandler(handler)
+    try:
+        calls = Calls()
+        with TestClient(create_push_app(make_app(calls))) as client:
+            client.post(
+                "/_pubsub/emails",
+                content=envelope(b'"fail"'),
+                headers={"X-Cloud-Trace-Context": "abcdef0123456789abcdef0123456789/7;o=1"},
+            )
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["severity"] == "WARNING"
+    assert (line["queue"], line["job_id"], line["status"]) == ("emails", "101", "retry")
+    assert line[TRACE_KEY] == "projects/test-project/traces/abcdef0123456789abcdef0123456789"
+    assert "handler failed" in line["message"]
+
+
+# -- OIDC -------------------------------------------------------------------------------------
+AUDIENCE = "https://shop-push.example"
+PUSH_SA = "shop-push@test-project.iam.gserviceaccount.com"
+
+
+class _Certs:
+    def __init__(self, cert_pem: str) -> None:
+        self.body = json.dumps({"kid-1": cert_pem}).encode()
+
+    def __call__(self, url: str, method: str = "GET", *, timeout: float | None = None) -> Any:
+        return types.SimpleNamespace(status=200, headers={"Cache-Control": "max-age=3600"}, data=self.body)
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-google")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _token(private_pem: bytes, **overrides: Any) -> str:
+    now = int(time.time())
+    claims = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "email": PUSH_SA, "email_verified": True}
+    claims.update({"iat": now, "exp": now + 600, **overrides})
+    signer = crypt.RSASigner.from_string(private_pem, key_id="kid-1")
+    return jwt.encode(signer, claims).decode()
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Basic abc", 401),
+        ("bad-audience", 401),
+        ("wrong-email", 403),
+        ("unverified", 403),
+        ("valid", 204),
+    ],
+)
+def test_push_requests_are_verified_before_anything_else(
+    signing_key: tuple[bytes, str], authorization: str | None, status: int
+) -> None:
+    pem, cert = signing_key
+    tokens = {
+        "bad-audience": _token(pem, aud="https://evil.example"),
+        "wrong-email": _token(pem, email="someone@else.iam.gserviceaccount.com"),
+        "unverified": _token(pem, email_verified=False),
+        "valid": _token(pem),
+    }
+    header = f"Bearer {tokens[authorization]}" if authorization in tokens else authorization
+    calls = Calls()
+    app = App("shop", settings={"GOOGLE_CLOUD_PROJECT": "test-project"})
+
+    @app.queue("emails")
+    def handle(job: Any) -> None:
+        calls.add(job)
+
+    verifier = PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=_Certs(cert))
+    headers = {"Authorization": header} if header else {}
+    with TestClient(PushServer(app, verifier=verifier).asgi()) as client:
+        response = client.post(
+            "/_pubsub/nope" if status != 204 else "/_pubsub/emails", content=envelope(), headers=headers
+        )
+    assert response.status_code == status
+    assert calls.items == ([{"a": 1}] if status == 204 else [])
+
+
+def test_a_secure_server_without_audience_settings_is_refused() -> None:
+    app = App("shop", settings={"GOOGLE_CLOUD_PROJECT": "test-project"})
+    with pytest.raises(Exception, match="QUEUERUN_PUSH_AUDIENCE"):
+        PushServer(app)
