@@ -1,0 +1,192 @@
+"""The queuerun command, run as a user would: a subprocess, its output and exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.cli.cliapp:app"
+
+
+def queuerun(*args: str, state: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--state", str(state)] if state is not None and args[0] in ("push", "dlq", "queues") else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "queuerun.cli", *args, *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, input=stdin, env=env,
+    )
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "queuerun"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "dev" in done.stdout and "dlq" in done.stdout
+
+
+def test_queues_table() -> None:
+    done = queuerun("queues", "--app", APP)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["queue", "type", "timeout", "attempts", "backoff", "dedupe", "http", "delivery"]
+    assert lines[1].split() == ["notes", "standard", "300s", "5", "10-600s", "300s", "yes", "push"]
+    assert lines[2].split() == ["orders.fifo", "fifo", "30s", "5", "10-600s", "300s", "no", "push"]
+
+
+def test_manifest_is_json_the_components_can_read() -> None:
+    from queuerun.manifest import Manifest
+
+    done = queuerun("manifest", APP)
+    assert done.returncode == 0, done.stderr
+    manifest = Manifest.from_dict(json.loads(done.stdout))
+    assert manifest.app == "cliapp" and [q.name for q in manifest.queues] == ["notes", "orders.fifo", "broken"]
+
+
+def test_push_json_text_file_and_dedupe(tmp_path: Path) -> None:
+    state = tmp_path / "s.sqlite3"
+    payload_file = tmp_path / "blob.bin"
+    payload_file.write_bytes(b"\x00\x01")
+    a = queuerun("push", "orders.fifo", '{"order": 1}', "--group", "o1", "--dedupe", "o1", "--app", APP, state=state)
+    b = queuerun("push", "orders.fifo", '{"order": 1}', "--group", "o1", "--dedupe", "o1", "--app", APP, state=state)
+    c = queuerun("push", "notes", "--text", "hello", "--app", APP, state=state)
+    d = queuerun("push", "notes", "--file", str(payload_file), "--app", APP, state=state)
+    e = queuerun("push", "notes", "-", "--app", APP, state=state, stdin='["from", "stdin"]')
+    for done in (a, b, c, d, e):
+        assert done.returncode == 0, done.stderr
+    assert a.stdout.strip() == b.stdout.strip()
+    assert len({a.stdout, c.stdout, d.stdout, e.stdout}) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("push", "nope", "{}", "--app", APP), "no queue named 'nope'"),
+        (("push", "notes", "{not json", "--app", APP), "payload is not valid JSON"),
+        (("push", "notes", "--app", APP), "give exactly one payload"),
+        (("push", "orders.fifo", "{}", "--app", APP), "'orders.fifo' is FIFO"),
+        (("push", "notes", "{}", "--group", "g", "--app", APP), "'notes' is a standard queue"),
+        (("push", "notes", "{}", "--app", "tests.cli.nothing:app"), "cannot import 'tests.cli.nothing'"),
+        (("push", "notes", "{}"), "which app?"),
+        (("dlq", "show", "broken", "--app", APP), "give the job id"),
+        (("dlq", "list", "nope", "--app", APP), "no queue named 'nope'"),
+    ],
+)
+def test_bad_arguments_give_a_clear_message_and_nonzero_exit(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = queuerun(*args, state=tmp_path / "s.sqlite3")
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_dlq_list_show_and_replay(tmp_path: Path) -> None:
+    from tests.cli.cliapp import app
+
+    state = tmp_path / "s.sqlite3"
+    with app.local(state_file=state) as local:
+        first = app.queues("broken").push({"n": 1})
+        app.queues("broken").push({"n": 2})
+        local.drain(timeout=10)
+
+    listed = queuerun("dlq", "list", "broken", "--app", APP, state=state)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 2 and "attempts=5" in listed.stdout
+
+    shown = queuerun("dlq", "show", "broken", first, "--app", APP, state=state)
+    assert shown.returncode == 0, shown.stderr
+    assert f"job_id: {first}" in shown.stdout and 'payload: {"n": 1}' in shown.stdout
+    assert "cannot handle {'n': 1}" in shown.stdout
+
+    replayed = queuerun("dlq", "replay", "broken", "--app", APP, state=state)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 2 job(s)" in replayed.stdout and "2/2" in replayed.stderr
+    assert "no dead letters" in queuerun("dlq", "list", "broken", "--app", APP, state=state).stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    port = _free_port()
+    state = tmp_path / "dev.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuerun.cli", "dev", APP, "--port", str(port), "--state", str(state), "--no-reload"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_health", timeout=1) as res:
+                    if res.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    output = proc.stdout.read() if proc.stdout else ""
+                    raise RuntimeError(f"dev server did not start: {output}") from None
+                time.sleep(0.1)
+        yield url, proc, state
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the test may have stopped it already
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_dev_server_runs_http_and_cli_pushes_with_a_line_per_job(
+    dev_server: tuple[str, subprocess.Popen[str], Path],
+) -> None:
+    url, proc, state = dev_server
+    req = urllib.request.Request(
+        f"{url}/queues/notes", data=b'{"from": "http"}', headers={"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as res:
+        assert res.status == 202
+        http_job = res.headers["x-job-id"]
+    pushed = queuerun("push", "broken", '"from cli"', "--app", APP, state=state)
+    assert pushed.returncode == 0, pushed.stderr
+    cli_job = pushed.stdout.strip()
+
+    deadline = time.monotonic() + 20
+    health: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/_health", timeout=2) as res:
+            health = json.loads(res.read())
+        if health["pending"] == 0 and _dead_count(state) == 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=10)[0]
+    lines = out.splitlines()
+    assert any(f"notes job={http_job} attempt=1" in line and line.split()[-1] == "done" for line in lines), out
+    assert sum(f"broken job={cli_job}" in line for line in lines) == 5, out
+    assert any(f"broken job={cli_job} attempt=5" in line and " dead " in line for line in lines), out
+
+
+def _dead_count(state: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(state) as db:
+        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'dead'").fetchone()[0])
