@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -37,10 +35,8 @@ from .constants import (
     push_audience,
     source_bucket_name,
 )
+from .source import SourceBundle
 from .validation import default_request_timeout, known, resolve
-
-# Never part of the uploaded source: caches and local environments would change the hash for nothing.
-_SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 
 
 @dataclass(frozen=True)
@@ -69,22 +65,6 @@ def _seconds(value: Any) -> pulumi.Input[str]:
     if known(value):
         return f"{float(value):g}s"
     return pulumi.Output.from_input(value).apply(lambda v: f"{float(v):g}s")
-
-
-def _source_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not _SKIPPED_DIRS.intersection(path.relative_to(root).parts[:-1]):
-            files.append(path)
-    return files
-
-
-def _source_digest(root: Path, files: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
 
 
 class QueueRunApp(pulumi.ComponentResource):
@@ -119,6 +99,7 @@ class QueueRunApp(pulumi.ComponentResource):
         self._name = name
         self.app_name: str = resolved.app_name
         self.specs: tuple[QueueSpec, ...] = resolved.specs
+        self._bundle = resolved.bundle
         a = self.args
         app = self.app_name
 
@@ -239,10 +220,9 @@ class QueueRunApp(pulumi.ComponentResource):
         return database_name
 
     def _source_build(
-        self, source: Path, region: pulumi.Input[str], project_id: pulumi.Output[str]
+        self, bundle: SourceBundle, region: pulumi.Input[str], project_id: pulumi.Output[str]
     ) -> tuple[pulumi.Output[str], pulumi.Output[str], gcp.cloudrunv2.ServiceBuildConfigArgs]:
         a, app = self.args, self.app_name
-        files = _source_files(source)
         bucket = gcp.storage.Bucket(
             f"{self._name}-source",
             name=project_id.apply(lambda p: source_bucket_name(app, p)),
@@ -254,12 +234,13 @@ class QueueRunApp(pulumi.ComponentResource):
             labels=self._labels,
             opts=self._child,
         )
-        # The object name carries the content hash, so a source change yields a new revision.
+        # The object name carries the content hash (app, runtime and generated files), so any change to
+        # them yields a new revision.
         archive = gcp.storage.BucketObject(
             f"{self._name}-source-archive",
             bucket=bucket.name,
-            name=f"source-{_source_digest(source, files)}.zip",
-            source=pulumi.AssetArchive({p.relative_to(source).as_posix(): pulumi.FileAsset(str(p)) for p in files}),
+            name=f"source-{bundle.digest()}.zip",
+            source=bundle.archive(),
             opts=self._child,
         )
         repository = gcp.artifactregistry.Repository(
@@ -299,8 +280,8 @@ class QueueRunApp(pulumi.ComponentResource):
         build: gcp.cloudrunv2.ServiceBuildConfigArgs | None = None
         base_image: pulumi.Output[str] | None = None
         image: pulumi.Input[str]
-        if a.source is not None:
-            image, base_image, build = self._source_build(Path(a.source), region, project_id)
+        if self._bundle is not None:
+            image, base_image, build = self._source_build(self._bundle, region, project_id)
         elif a.image is not None:
             image = a.image
         else:  # unreachable: validation requires exactly one of source and image

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any, Protocol
 
 import pulumi
 
+from queuerun.errors import ConfigurationError
 from queuerun.manifest import Manifest
 from queuerun.spec import QueueSpec
 
@@ -40,7 +43,16 @@ class QueueRunAppArgs:
     """App name with ``queues=``; defaults to the component's name. Prefixes every cloud resource."""
 
     source: str | PathLike[str] | None = None
-    """Directory of the app's source: zipped to a bucket and built by Cloud Run (functions-framework)."""
+    """Directory of the app's source: uploaded with the queuerun runtime, a ``main.py`` exposing the
+    functions-framework target (unless it has one) and a ``requirements.txt`` merging the runtime's
+    dependencies with its own, then built by Cloud Run."""
+    source_package: str | None = None
+    """Dotted package the ``source`` directory is uploaded as (``"examples.shop"`` puts it at
+    ``examples/shop/``), for apps whose modules import their siblings relatively; ``app_target`` then
+    names the module by its full path (``"examples.shop.app:app"``). Default: the archive's root."""
+    source_exclude: Sequence[str] = ()
+    """Glob patterns of ``source`` paths left out of the upload (a pattern matching a directory leaves
+    out all of it), e.g. ``["infra", "tests"]``."""
     image: pulumi.Input[str] | None = None
     """A container image to run instead of building ``source``."""
     region: pulumi.Input[str] | None = None
@@ -49,7 +61,8 @@ class QueueRunAppArgs:
     """Project id; defaults to the provider's project."""
 
     app_target: pulumi.Input[str] = DEFAULT_APP_TARGET
-    """``module:attribute`` of the App inside the image (``QUEUERUN_APP``)."""
+    """``module:attribute`` of the App inside the image (``QUEUERUN_APP``); with ``source``, a module of
+    the uploaded source (checked at construction)."""
     function_target: str = FUNCTION_TARGET
     """functions-framework target for source builds; the runtime provides it."""
     python_runtime: str = DEFAULT_PYTHON_RUNTIME
@@ -84,6 +97,27 @@ class QueueRunAppArgs:
     """Manage the TTL policies; set False if another stack already manages them on a shared database."""
     enable_apis: bool = False
     """Enable the required Google APIs (needs ``serviceusage`` permission); off: APIs are often managed centrally."""
+
+    @classmethod
+    def from_app_target(cls, target: str, **overrides: Any) -> QueueRunAppArgs:
+        """Args that deploy the App at ``target`` (``"package.module:attribute"``, importable now) from source.
+
+        Imports the module and reads the App from it; uploads the directory of the module's package under
+        that package's path (``source_package``; none for a top-level module), and has the service load the
+        same ``target``: the archive layout and ``app_target`` agree by construction. ``overrides`` are
+        further fields (``region=``, ``source_exclude=``...).
+        """
+        module_name, _, attribute = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"app target {target!r}: cannot import {module_name!r}: {exc}") from exc
+        app = getattr(module, attribute, None) if attribute else None
+        if app is None or module.__file__ is None:
+            raise ConfigurationError(f"app target {target!r} must be 'module:attribute' naming an App in a file")
+        package = module.__package__ or None
+        source = Path(module.__file__).parent
+        return cls(app=app, source=str(source), source_package=package, app_target=target, **overrides)
 
 
 FIELD_NAMES: frozenset[str] = frozenset(QueueRunAppArgs.__dataclass_fields__)

@@ -22,10 +22,25 @@ TTL_COLLECTIONS: Final = (DEDUPE_COLLECTION, DONE_COLLECTION)
 PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
 
 # Source builds: the Cloud Run build runs functions-framework with this target. The runtime's
-# ``queuerun.server.functions`` module defines it (an async ASGI function); the app's ``main.py``
-# re-exports it: ``from queuerun.server.functions import queuerun``.
+# ``queuerun.server.functions`` module defines it (an async ASGI function); the uploaded ``main.py``
+# re-exports it (the component generates that file unless the app has its own).
 FUNCTION_TARGET: Final = "queuerun"
 FUNCTION_SOURCE_MODULE: Final = "queuerun.server.functions"
+# The runtime's third-party dependencies, installed by the source build: queuerun itself is not on
+# PyPI, so the component uploads the package and lists these in the generated requirements.txt. The
+# same list as ``runtime/pyproject.toml`` (a test keeps them equal); never Pulumi.
+RUNTIME_REQUIREMENTS: Final = (
+    "starlette>=1.0",
+    "uvicorn>=0.30",
+    "python-multipart>=0.0.9",
+    "google-cloud-pubsub>=2.20",
+    "google-cloud-firestore>=2.16",
+    "google-auth>=2.30",
+    "requests>=2.31",
+    "pydantic>=2",
+)
+# The server of source builds: ``functions_framework.aio`` and ``FUNCTION_USE_ASGI`` (3.10 verified).
+SERVER_REQUIREMENTS: Final = ("functions-framework>=3.10",)
 # Read by the functions-framework CLI, not by queuerun: the target is an ASGI (Starlette) function.
 FUNCTIONS_FRAMEWORK_ENV: Final = {"FUNCTION_USE_ASGI": "1"}
 DEFAULT_APP_TARGET: Final = "main:app"

@@ -22,12 +22,14 @@ from queuerun.spec import QueueSpec, spec_problems
 
 from .args import QueueRunAppArgs
 from .constants import CLOUD_RUN_TIMEOUT_MAX, DEFAULT_REQUEST_TIMEOUT, FUNCTIONS_FRAMEWORK_ENV
+from .source import SourceBundle, source_bundle
 
 # Pub/Sub topic and subscription ids: 3-255 chars, starting with a letter, never "goog".
 _PUBSUB_ID_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
 # Firestore database ids: 4-63 chars of [a-z0-9-], starting with a letter, or the literal "(default)".
 _FIRESTORE_DB_RE: Final = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 _APP_TARGET_RE: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_DOTTED_RE: Final = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 def known(value: Any) -> bool:
@@ -41,6 +43,8 @@ class Resolved:
 
     app_name: str
     specs: tuple[QueueSpec, ...]
+    bundle: SourceBundle | None = None
+    """The archive a ``source=`` deploy uploads, built once here (its problems are reported with the rest)."""
 
 
 def _spec_options(spec: QueueSpec) -> dict[str, Any]:
@@ -229,6 +233,28 @@ def _app_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> st
     return None
 
 
+def _function_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if not isinstance(value, str) or not value.isidentifier():
+        return f"function_target must be a Python identifier (a name in main.py), got {value!r}"
+    return None
+
+
+def _source_package(value: Any, args: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if value is None:
+        return None
+    if args.source is None:
+        return f"source_package is only used with source=, got {value!r}"
+    if not isinstance(value, str) or not _DOTTED_RE.match(value):
+        return f"source_package must be a dotted Python package name (e.g. 'examples.shop'), got {value!r}"
+    return None
+
+
+def _source_exclude(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if isinstance(value, str) or not all(isinstance(pattern, str) for pattern in value):
+        return f"source_exclude must be a list of glob patterns (e.g. ['infra']), got {value!r}"
+    return None
+
+
 def _env(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
     clash = sorted(set(value) & (set(ENV.names()) | set(FUNCTIONS_FRAMEWORK_ENV)))
     if clash:
@@ -253,9 +279,38 @@ ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("max_instances", _max_instances),
     ArgRule("container_concurrency", _concurrency),
     ArgRule("app_target", _app_target),
+    ArgRule("function_target", _function_target),
+    ArgRule("source_package", _source_package),
+    ArgRule("source_exclude", _source_exclude),
     ArgRule("env", _env),
     ArgRule("firestore_database", _firestore_database),
 )
+
+
+def _source_bundle(args: QueueRunAppArgs, specs: tuple[QueueSpec, ...], problems: list[str]) -> SourceBundle | None:
+    """The upload of a source deploy, once the arguments it is made from passed their rules; its own
+    problems (refused requirements, an app_target the archive cannot import) join ``problems``."""
+    if args.source is None or args.image is not None:
+        return None
+    if (
+        _source(args.source, args, specs)
+        or _source_package(args.source_package, args, specs)
+        or _function_target(args.function_target, args, specs)
+        or _source_exclude(args.source_exclude, args, specs)
+    ):
+        return None  # already reported by the rules
+    bundle = source_bundle(
+        Path(args.source),
+        package=args.source_package,
+        function_target=args.function_target,
+        exclude=tuple(args.source_exclude),
+    )
+    problems.extend(bundle.problems)
+    if isinstance(args.app_target, str) and _app_target(args.app_target, args, specs) is None:
+        target_problem = bundle.app_target_problem(args.app_target)
+        if target_problem:
+            problems.append(target_problem)
+    return bundle
 
 
 def resolve(args: QueueRunAppArgs, instance: str) -> Resolved:
@@ -277,6 +332,7 @@ def resolve(args: QueueRunAppArgs, instance: str) -> Resolved:
             problem = rule.check(value, args, specs)
             if problem:
                 problems.append(problem)
+    bundle = _source_bundle(args, specs, problems)
     if problems or app_name is None:
         raise ConfigurationError([f"QueueRunApp {instance!r}: {p}" for p in problems])
-    return Resolved(app_name=app_name, specs=specs)
+    return Resolved(app_name=app_name, specs=specs, bundle=bundle)

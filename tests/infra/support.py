@@ -8,6 +8,11 @@ resource with its type, logical name, parent type (from the URN) and inputs as t
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,7 @@ from typing import Any
 import pulumi
 
 from queuerun.spec import QueueSpec, make_spec
+from queuerun_gcp.source import RUNTIME_PACKAGE
 
 PROJECT = "test-project"
 PROJECT_NUMBER = "123456789"
@@ -98,15 +104,22 @@ class Graph:
             for r in sorted(self.resources, key=lambda r: (r.type, r.name))
         ]
         text = json.dumps(rows, indent=1, sort_keys=True, default=_jsonable)
+        # The source digest covers the runtime package too: any runtime edit would otherwise show here.
+        text = re.sub(r"source-[0-9a-f]{16}\.zip", "source-<digest>.zip", text)
         return text.replace(str(REPO_ROOT), "<repo>") + "\n"
 
 
 def _jsonable(value: Any) -> Any:
-    """Assets and archives arrive as SDK objects: describe them by their (relative) files."""
+    """Assets and archives arrive as SDK objects: describe them by their (relative) files or text; the
+    copied runtime package is one entry (its files are the runtime's business, checked elsewhere)."""
     if isinstance(value, pulumi.AssetArchive):
-        return {"archive": value.assets}
+        assets: dict[str, Any] = {k: v for k, v in value.assets.items() if not k.startswith(f"{RUNTIME_PACKAGE}/")}
+        assets[f"{RUNTIME_PACKAGE}/"] = "<the installed queuerun package>"
+        return {"archive": assets}
     if isinstance(value, pulumi.FileAsset):
         return {"file": Path(value.path).resolve().relative_to(REPO_ROOT).as_posix()}
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
     return repr(value)
 
 
@@ -141,6 +154,67 @@ def build(factory: Callable[[], Any], config: dict[str, str] | None = None) -> G
             )
         )
     return Graph(resources=resources, result=holder.get("result"), calls=list(mocks.calls))
+
+
+# --- the uploaded source, as Cloud Run would build and serve it ---------------------------------
+
+# What the build's functions-framework does with the archive (``--target``, ``main.py``, ASGI), then
+# what the runtime does on the first request (``load_app`` of ``QUEUERUN_APP``); prints what it found.
+_SERVE_CHECK = """
+import json, os, sys
+from functions_framework.aio import create_asgi_app
+create_asgi_app(target=sys.argv[1], source="main.py")
+import queuerun
+from queuerun.server.serve import load_app
+app = load_app(sys.argv[2])
+print(json.dumps({"runtime": os.path.relpath(queuerun.__file__), "app": app.name,
+                  "queues": sorted(spec.name for spec in app.specs)}))
+"""
+
+
+def asset_file(archive: pulumi.AssetArchive, path: str) -> Path:
+    """The file on disk an archive entry uploads."""
+    asset = archive.assets[path]
+    assert isinstance(asset, pulumi.FileAsset), f"{path}: {asset!r} is not a file"
+    return Path(asset.path)
+
+
+def asset_text(archive: pulumi.AssetArchive, path: str) -> str:
+    """The text an archive entry uploads, generated or read from its file."""
+    asset = archive.assets[path]
+    if isinstance(asset, pulumi.StringAsset):
+        return asset.text
+    return asset_file(archive, path).read_text(encoding="utf-8")
+
+
+def extract(archive: pulumi.AssetArchive, dest: Path) -> Path:
+    """Write the files of a registered source archive below ``dest``, as the build unpacks them."""
+    for path, asset in archive.assets.items():
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(asset, pulumi.StringAsset):
+            target.write_text(asset.text, encoding="utf-8")
+        else:
+            shutil.copyfile(asset_file(archive, path), target)
+    return dest
+
+
+def serve_from(root: Path, *, function_target: str, app_target: str) -> dict[str, Any]:
+    """Load the functions-framework target and the App from an unpacked archive in a fresh interpreter
+    that sees only that directory (not the repository): what the Cloud Run container does at start-up."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("QUEUERUN_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_CHECK, function_target, app_target],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
 
 
 # --- the apps under test -------------------------------------------------------------------------

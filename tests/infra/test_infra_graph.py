@@ -201,7 +201,7 @@ def test_source_is_uploaded_privately_and_built_with_the_function_target(graph: 
     assert bucket["location"] == "us-central1"
     assert archive["bucket"] == bucket["name"]
     assert archive["name"].startswith("source-") and archive["name"].endswith(".zip")
-    assert sorted(archive["source"].assets) == ["main.py"]
+    assert {"main.py", "requirements.txt", "queuerun/server/functions.py"} <= set(archive["source"].assets)
     assert build_config["sourceLocation"] == f"gs://{bucket['name']}/{archive['name']}"
     assert build_config["functionTarget"] == "queuerun"
     assert build_config["imageUri"] == f"us-central1-docker.pkg.dev/{PROJECT}/shop-queuerun/shop"

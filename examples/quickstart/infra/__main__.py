@@ -27,6 +27,7 @@ quickstart = QueueRunApp(
     app=app,
     image=image,
     source=None if image else str(APP_DIR),
+    source_exclude=["infra"],  # this program is not part of the app
     region=pulumi.Config("gcp").get("region") or "us-central1",
     app_target="app:app",
     deletion_protection=config.get_bool("deletionProtection", True),
