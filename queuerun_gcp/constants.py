@@ -9,14 +9,19 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+from queuerun import store_names
+
+# Re-exported: the runtime writes these collections.
+DEDUPE_COLLECTION: Final = store_names.DEDUPE_COLLECTION
+DONE_COLLECTION: Final = store_names.DONE_COLLECTION
+
 TYPE_TOKEN: Final = "queuerun:index:QueueRunApp"
 
 # Firestore: the runtime writes dedupe and completion records with an ``expires_at`` timestamp;
 # TTL policies on these collection groups delete them (up to 24 h late, so reads still check).
-DEDUPE_COLLECTION: Final = "queuerun_dedupe"
-DONE_COLLECTION: Final = "queuerun_done"
-TTL_FIELD: Final = "expires_at"
-TTL_COLLECTIONS: Final = (DEDUPE_COLLECTION, DONE_COLLECTION)
+# WebSocket presence and inbox messages expire the same way.
+TTL_FIELD: Final = store_names.EXPIRES_FIELD
+TTL_COLLECTIONS: Final = store_names.TTL_COLLECTION_GROUPS
 
 # Pub/Sub pushes each queue's jobs to ``{service_uri}{PUSH_ROUTE_PREFIX}{queue}``.
 PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
@@ -38,6 +43,7 @@ RUNTIME_REQUIREMENTS: Final = (
     "google-auth>=2.30",
     "requests>=2.31",
     "pydantic>=2",
+    "websockets>=15",
 )
 # The server of source builds: ``functions_framework.aio`` and ``FUNCTION_USE_ASGI`` (3.10 verified).
 SERVER_REQUIREMENTS: Final = ("functions-framework>=3.10",)

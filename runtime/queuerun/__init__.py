@@ -16,6 +16,7 @@ from .errors import (
 )
 from .metadata import JobMetadata, JobSignal
 from .queue import Queue
+from .sockets import socket
 from .spec import QueueSpec
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "QueueRunError",
     "QueueSpec",
     "queues",
+    "socket",
 ]

@@ -51,6 +51,8 @@ APP_CHILDREN = {
     ("gcp:firestore/database:Database", "shop-firestore"),
     ("gcp:firestore/field:Field", "shop-ttl-queuerun-dedupe"),
     ("gcp:firestore/field:Field", "shop-ttl-queuerun-done"),
+    ("gcp:firestore/field:Field", "shop-ttl-queuerun-socket-presence"),
+    ("gcp:firestore/field:Field", "shop-ttl-queuerun-socket-messages"),
     ("gcp:storage/bucket:Bucket", "shop-source"),
     ("gcp:storage/bucketObject:BucketObject", "shop-source-archive"),
     ("gcp:artifactregistry/repository:Repository", "shop-images"),
@@ -218,7 +220,8 @@ def test_firestore_database_and_ttl_policies(graph: Graph) -> None:
     assert database["deleteProtectionState"] == "DELETE_PROTECTION_DISABLED"
     assert database["deletionPolicy"] == "DELETE"
     fields = {(f.inputs["collection"], f.inputs["field"], f.inputs["database"]) for f in graph.of_type("Field")}
-    assert fields == {(DEDUPE_COLLECTION, TTL_FIELD, "shop-queuerun"), (DONE_COLLECTION, TTL_FIELD, "shop-queuerun")}
+    collections = (DEDUPE_COLLECTION, DONE_COLLECTION, "queuerun_socket_presence", "queuerun_socket_messages")
+    assert fields == {(c, TTL_FIELD, "shop-queuerun") for c in collections}
     for field in graph.of_type("Field"):
         assert field.inputs["ttlConfig"] == {}
 

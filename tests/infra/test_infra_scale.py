@@ -11,7 +11,7 @@ from .support import StandInApp, assert_least_privilege, build, shop_args
 
 QUEUES = 200
 PER_QUEUE = 7  # topic, dead-letter topic, 2 subscriptions, 3 IAM bindings
-PER_APP = 12 + 1  # accounts, service, database, TTL fields, source build, app-level bindings; the component
+PER_APP = 14 + 1  # accounts, service, database, 4 TTL fields, source build, app-level bindings; the component
 
 
 def test_two_hundred_queues() -> None:

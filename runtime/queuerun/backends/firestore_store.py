@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..dedupe import DedupeRecord, DedupeStore
+from ..store_names import DEDUPE_COLLECTION, DONE_COLLECTION, EXPIRES_FIELD
 
-DEDUPE_COLLECTION: Final = "queuerun_dedupe"
-DONE_COLLECTION: Final = "queuerun_done"
-EXPIRES_FIELD: Final = "expires_at"  # the field a TTL policy on both collections names
 DEFAULT_DONE_TTL: Final = 7 * 24 * 3600.0  # Pub/Sub's default message retention: no redelivery outlives it
 
 ClientFactory = Callable[[], Any]  # returns a google.cloud.firestore.Client
