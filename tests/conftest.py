@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import emulators
 import pytest
+from conformance.gcp_harness import GcpHarness
 from conformance.harness import EmbeddedHarness, Harness
 from emulators import Emulator, Kind
 
@@ -71,11 +72,18 @@ def emulator_environ(emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPat
 
 
 # -- backends of the conformance harness ---------------------------------------------------------
-# A backend joins the conformance suite and the example tests by adding a Harness here.
-HARNESSES: list[Harness] = [EmbeddedHarness(name="embedded", scale=1.0, retry_floor=0.0)]
+# A backend joins the conformance suite and the example tests by adding its name here.
+HARNESSES = ["embedded", "gcp"]
 
 
-@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+@pytest.fixture(params=HARNESSES)
 def harness(request: pytest.FixtureRequest) -> Harness:
-    h: Harness = request.param
-    return h
+    if request.param == "embedded":
+        return EmbeddedHarness(name="embedded", scale=1.0, retry_floor=0.0)
+    gap = request.node.get_closest_marker("emulator_gap")
+    if gap is not None:
+        pytest.skip(f"emulator gap: {gap.args[0]} (covered on the embedded backend)")
+    env: dict[str, str] = request.getfixturevalue("emulator_env")
+    pubsub: Emulator = request.getfixturevalue("pubsub_emulator")
+    # The emulator pushes at most 2 messages at once and retries about once a second.
+    return GcpHarness(name="gcp", scale=0.1, retry_floor=0.9, env=env, project=pubsub.project, pubsub_host=pubsub.host)

@@ -238,7 +238,8 @@ def stop(emulator: Emulator, grace: float = STOP_GRACE) -> None:
     if not _wait_group_gone(emulator, grace):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        _wait_group_gone(emulator, grace)
+        # SIGKILL cannot be ignored, but a loaded machine may take a while to tear a JVM down.
+        _wait_group_gone(emulator, max(grace, 15.0))
 
 
 def reset_firestore(emulator: Emulator) -> None:

@@ -163,6 +163,15 @@ class App:
                 self._backend = create_backend(self.settings, self)
             return self._backend
 
+    def use_settings(self, settings: Settings | Mapping[str, str]) -> None:
+        """Replace the settings; a backend made from the old ones is stopped and made again on demand."""
+        new = settings if isinstance(settings, Settings) else Settings.from_environ(settings)
+        with self._backend_lock:
+            old, self._backend = self._backend, None
+            self._settings = new
+        if old is not None:
+            old.stop()
+
     def use_backend(self, backend: Backend | None) -> None:
         with self._backend_lock:
             self._backend = backend

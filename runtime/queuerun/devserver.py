@@ -1,4 +1,4 @@
-"""``queuerun dev``: the app's HTTP endpoints and workers on one local port, reloading on code change.
+"""``queuerun dev``: the app's HTTP endpoints, WebSocket and workers on one port, reloading on code change.
 
 The embedded backend keeps its state in a SQLite file, so a reload (or ``queuerun push`` from
 another terminal) loses and misses no job. Each finished attempt prints one line.
@@ -35,10 +35,11 @@ def create_dev_app() -> object:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Mount, Route
+    from starlette.routing import Mount, Route, WebSocketRoute
 
-    from .endpoint import AppHttp
+    from .endpoint import HTTP_PREFIX, AppHttp
     from .server.serve import load_app
+    from .server.websocket import WEBSOCKET_PATH, websocket_app
 
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
@@ -55,7 +56,12 @@ def create_dev_app() -> object:
         return JSONResponse({"app": app.name, "backend": "embedded", "pending": local.backend.store.pending_count()})
 
     _job_lines()
-    return Starlette(routes=[Route("/_health", health), Mount("/queues", app=AppHttp(app))], lifespan=lifespan)
+    routes = [
+        Route("/_health", health),
+        Mount(HTTP_PREFIX, app=AppHttp(app)),
+        WebSocketRoute(WEBSOCKET_PATH, websocket_app(app)),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def run_dev(target: str, *, host: str, port: int, state_file: str, reload: bool) -> None:

@@ -33,11 +33,15 @@ from .errors import (
 from .forms import parse_body
 
 if TYPE_CHECKING:
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import Response as StarletteResponse
+
     from .app import App
     from .queue import Queue
 
 log = logging.getLogger("queuerun.http")
 
+HTTP_PREFIX = "/queues"  # where the Cloud Run server and the dev server mount every HTTP queue
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 MAX_BODY_CEILING = 9 * 1024 * 1024  # leaves room for attributes under Pub/Sub's 10 MB message limit
 
@@ -293,3 +297,32 @@ class AppHttp:
             await lifespan(receive, send)
         elif scope["type"] == "http":
             await serve_asgi(scope, receive, send, find=self._find, max_body=self.app.http_max_body)
+
+    async def respond(self, request: StarletteRequest, path: str) -> StarletteResponse:
+        """For hosts that hand over a Starlette request (functions-framework): same routes and answers."""
+        from starlette.responses import Response
+
+        found = self._find(split_segments(path))
+        result: HttpResponse
+        if isinstance(found, HttpResponse):
+            result = found
+        else:
+            queue, segments = found
+            limit = self.app.http_max_body
+            declared = request.headers.get("content-length", "")
+            body = bytearray()
+            if declared.isdigit() and int(declared) > limit:
+                result = _too_large(queue.name, limit)
+            else:
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        break
+                if len(body) > limit:
+                    result = _too_large(queue.name, limit)
+                else:
+                    req = scope_request(request.scope, bytes(body), path)
+                    result = await handle(queue, req, segments)
+        return Response(
+            result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
+        )

@@ -32,6 +32,7 @@ class Harness:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
 class EmbeddedHarness(Harness):
     def run(self, app: App) -> AbstractContextManager[Running]:
         return _local(app)

@@ -3,7 +3,8 @@
 Routes
     ``POST /_pubsub/{queue}``  one Pub/Sub push request (wrapped envelope) per job
     ``GET /_health``           liveness: 200 with the app name (``/healthz`` is reserved on Cloud Run)
-    ``/queues/...``            reserved for the queues' HTTP endpoints
+    ``POST /queues/{queue}[/{group}[/{dedupe}]]``  HTTP endpoints of ``http=True`` queues (202 + X-Job-Id)
+    ``WS /_ws``                job notifications to the authenticated user's browser (``socket.send``)
 
 A push request goes through, in order: OIDC verification (unless the insecure setting, for the
 emulator, which sends no token), the queue lookup, the body size limit, envelope decoding. Any of
@@ -40,15 +41,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from ..context import JobContext
+from ..endpoint import HTTP_PREFIX, AppHttp
 from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError
 from ..handlers import Outcome, run_handler
 from ..settings import Settings
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
+from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
     from ..app import App
@@ -125,6 +128,7 @@ class PushServer:
         self.verifier = verifier
         self.max_body_bytes = max_body_bytes
         self.attempts = AttemptCounter()
+        self.http = AppHttp(app)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="queuerun-job")
 
     # -- the backend (created on first need: importing Google clients costs cold-start time) -----
@@ -149,6 +153,8 @@ class PushServer:
             return await self.handle_push(request, path[len(PUSH_PATH) :])
         if path == HEALTH_PATH:
             return await self.health(request)
+        if path == HTTP_PREFIX or path.startswith(HTTP_PREFIX + "/"):
+            return await self.http.respond(request, path[len(HTTP_PREFIX) :])
         return error_response(404, f"no route for {request.method} {path}")
 
     async def health(self, request: Request) -> Response:
@@ -296,6 +302,9 @@ class PushServer:
             await asyncio.to_thread(self.close)
 
     def close(self) -> None:
+        from ..socket_hub import close_hubs
+
+        close_hubs(self.app)
         self._executor.shutdown(wait=False, cancel_futures=True)
         backend = self.app._backend
         if backend is not None:
@@ -306,6 +315,9 @@ class PushServer:
             routes=[
                 Route(PUSH_PATH + "{queue:str}", self._push_route, methods=["POST"]),
                 Route(HEALTH_PATH, self.health, methods=["GET"]),
+                Mount(HTTP_PREFIX, app=self.http),
+                # A Mount would not match the bare path for WebSockets.
+                WebSocketRoute(WEBSOCKET_PATH, websocket_app(self.app)),
             ],
             exception_handlers={HTTPException: _http_error},
             lifespan=self.lifespan,
