@@ -172,6 +172,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from .devserver import run_dev
 
     app = load(args.target)  # fail fast on a bad target, before uvicorn starts
+    if args.emulators:
+        from .emulator_dev import run_on_emulators
+
+        run_on_emulators(args.target, host=args.host, port=args.port, workdir=Path.cwd() / ".queuerun" / "emulators")
+        return 0
     state = args.state or str(default_state_file(app.name))
     Path(state).parent.mkdir(parents=True, exist_ok=True)
     run_dev(
@@ -205,6 +210,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--state", help="state file (default .queuerun/<app>.sqlite3)")
     p.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    p.add_argument(
+        "--emulators",
+        action="store_true",
+        help="run on the Pub/Sub and Firestore emulators (the production code path; no reload)",
+    )
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("push", help="queue one job")

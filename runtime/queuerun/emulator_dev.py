@@ -1,0 +1,105 @@
+"""``queuerun dev --emulators``: the production code path on one machine.
+
+The app runs on the Google Cloud backend against the Pub/Sub and Firestore emulators (started here
+unless ``PUBSUB_EMULATOR_HOST`` and ``FIRESTORE_EMULATOR_HOST`` point at running ones), served by the
+push server, with topics and push subscriptions built from the app's declarations. Emulators this
+command starts are stopped by process group when it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import emulators
+from .emulator_topology import ensure_topology
+from .settings import ENV
+
+log = logging.getLogger("queuerun.dev")
+
+
+class _JobLine(logging.Formatter):
+    """The push server's structured records, as one readable line per job attempt."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: Mapping[str, Any] = record.__dict__
+        if "job_id" not in fields:
+            return f"{self.formatTime(record, '%H:%M:%S')} {record.getMessage()}"
+        group = f" group={fields['group_id']}" if fields.get("group_id") else ""
+        status = fields.get("status", record.levelname.lower())
+        error = f" ({fields['error']})" if fields.get("error") else ""
+        return (
+            f"{self.formatTime(record, '%H:%M:%S')} {fields.get('queue')}{group} job={fields['job_id']} "
+            f"attempt={fields.get('attempt')} {fields.get('duration_ms', 0)}ms {status}{error}"
+        )
+
+
+def _job_lines() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_JobLine())
+    for name in ("queuerun.server", "queuerun.dev"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.DEBUG)  # the server logs finished jobs at DEBUG
+        logger.propagate = False
+
+
+def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> None:
+    """Serve the app on the emulators until SIGINT/SIGTERM."""
+    from .server.serve import BackgroundServer, load_app
+
+    _job_lines()
+    started: list[emulators.Emulator] = []
+    env = dict(os.environ)
+    try:
+        if not (env.get(ENV.PUBSUB_EMULATOR_HOST) and env.get(ENV.FIRESTORE_EMULATOR_HOST)):
+            emulators.require_tools()
+            workdir.mkdir(parents=True, exist_ok=True)
+            running = emulators.start_all(workdir)
+            started.extend(running.values())
+            env.update(emulators.emulator_env(running["pubsub"], running["firestore"]))
+            print(
+                f"queuerun dev: started the emulators: pubsub {running['pubsub'].host}, "
+                f"firestore {running['firestore'].host}",
+                flush=True,
+            )
+        project = env.get(ENV.PROJECT) or emulators.PROJECT
+        settings = {
+            ENV.BACKEND: "gcp",
+            ENV.PROJECT: project,
+            ENV.PUBSUB_EMULATOR_HOST: env[ENV.PUBSUB_EMULATOR_HOST],
+            ENV.FIRESTORE_EMULATOR_HOST: env[ENV.FIRESTORE_EMULATOR_HOST],
+            ENV.INSECURE_PUSH: "1",  # the emulator sends no OIDC token
+        }
+        # The Google clients read these too (for anything the app creates itself).
+        os.environ.update({k: v for k, v in settings.items() if k != ENV.BACKEND})
+        app = load_app(target)
+        app.use_settings(settings)
+        server = BackgroundServer(app, host=host, port=port)  # binds the port, so its URL is known
+        # Subscriptions first: a job published to a topic before its subscription exists is lost.
+        topology = ensure_topology(
+            app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
+        )
+        with server:
+            print(
+                f"queuerun dev: app {app.name!r} on the emulators at {server.url} "
+                f"({len(topology)} queues: {', '.join(s.name for s in app.specs)})",
+                flush=True,
+            )
+            _wait_for_signal()
+    finally:
+        for emulator in started:
+            emulators.stop(emulator)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()

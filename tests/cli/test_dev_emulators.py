@@ -1,0 +1,114 @@
+"""``queuerun dev --emulators``: the app on the Pub/Sub and Firestore emulators, through real pushes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from emulators import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.cli.cliapp:app"
+pytestmark = pytest.mark.emulators
+
+
+@contextlib.contextmanager
+def dev_on_emulators(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuerun.cli", "dev", APP, "--emulators", "--port", str(port)],
+        cwd=cwd,
+        env={**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_health", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read() if proc.stdout else ""
+                    raise RuntimeError(f"dev --emulators did not start: {out}") from None
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _post(url: str, body: dict[str, str]) -> str:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as res:
+        assert res.status == 202
+        return str(res.headers["x-job-id"])
+
+
+class Output:
+    """Lines a process prints, collected by a thread so the test can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.text = ""
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._cond:
+                self.text += line
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not re.search(pattern, self.text):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no line matching {pattern!r} in:\n{self.text}")
+                self._cond.wait(left)
+            return self.text
+
+
+def test_dev_runs_the_app_on_running_emulators(emulator_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")} | emulator_env
+    with dev_on_emulators(env, ROOT) as (url, proc):
+        job_id = _post(f"{url}/queues/notes", {"hello": "emulators"})
+        Output(proc).wait_for(rf"notes job={job_id} attempt=1 [0-9.]+ms done")
+
+
+def test_dev_starts_and_stops_its_own_emulators(emulator_tools: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUERUN_", "PUBSUB_", "FIRESTORE_"))}
+    with dev_on_emulators(env, tmp_path) as (url, proc):
+        output = Output(proc)
+        out = output.wait_for(r"started the emulators: pubsub 127\.0\.0\.1:\d+, firestore 127\.0\.0\.1:\d+")
+        job_id = _post(f"{url}/queues/notes", {"hello": "again"})
+        output.wait_for(rf"notes job={job_id} attempt=1 [0-9.]+ms done")
+        pubsub_port = re.search(r"pubsub 127\.0\.0\.1:(\d+)", out)
+        assert pubsub_port is not None
+    # Once dev has exited, the emulators it started are gone too.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{pubsub_port.group(1)}/", timeout=2)
