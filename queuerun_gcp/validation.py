@@ -18,7 +18,7 @@ from queuerun import names
 from queuerun.errors import ConfigurationError
 from queuerun.manifest import Manifest, load_manifest
 from queuerun.settings import ENV
-from queuerun.spec import QueueSpec, spec_problems
+from queuerun.spec import QueueSpec, spec_problems, whole_number_problem
 
 from .args import QueueRunAppArgs
 from .constants import CLOUD_RUN_TIMEOUT_MAX, DEFAULT_REQUEST_TIMEOUT, FUNCTIONS_FRAMEWORK_ENV
@@ -161,14 +161,7 @@ def default_request_timeout(specs: tuple[QueueSpec, ...]) -> int:
 
 
 def _whole(lo: int, hi: int) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"must be a whole number, got {value!r}"
-        if not lo <= value <= hi:
-            return f"must be between {lo} and {hi}, got {value!r}"
-        return None
-
-    return check
+    return lambda value: whole_number_problem(value, lo, hi)
 
 
 def _request_timeout(value: Any, _: QueueRunAppArgs, specs: tuple[QueueSpec, ...]) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .context import LoadingContext, current_job, current_loading
-from .errors import ConfigurationError, QueueNotFoundError
+from .errors import ConfigurationError, QueueNotFoundError, QueueRunError
 from .handlers import Handler, HandlerInfo, inspect_handler
 from .manifest import Manifest
 from .names import app_name_problem
@@ -216,21 +216,24 @@ class _Queues:
 
     @staticmethod
     def _current_app(name: str) -> App:
-        job = current_job.get()
-        if job is not None:
-            return job.app
-        loading = current_loading.get()
-        if loading is not None:
-            return loading.app
-        apps = list(_apps)
-        if len(apps) == 1:
-            return apps[0]
-        if not apps:
-            raise ConfigurationError(f"queues({name!r}): no App exists yet; create App(...) first")
-        names = sorted(a.name for a in apps)
-        raise ConfigurationError(
-            f"queues({name!r}): {len(apps)} apps exist ({', '.join(names)}); use app.queues({name!r}) instead"
-        )
+        return current_app(f"queues({name!r})", f"use app.queues({name!r}) instead")
+
+
+def current_app(caller: str, alternative: str, error: type[QueueRunError] = ConfigurationError) -> App:
+    """The running job's app, else the app whose queue file is loading, else the only App."""
+    job = current_job.get()
+    if job is not None:
+        return job.app
+    loading = current_loading.get()
+    if loading is not None:
+        return loading.app
+    apps = list(_apps)
+    if len(apps) == 1:
+        return apps[0]
+    if not apps:
+        raise error(f"{caller}: no App exists yet; create App(...) first")
+    names = ", ".join(sorted(a.name for a in apps))
+    raise error(f"{caller}: {len(apps)} apps exist ({names}); {alternative}")
 
 
 queues = _Queues()

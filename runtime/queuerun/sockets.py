@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from .context import current_job, current_user
+from .context import current_user
 from .payload import _to_json
 from .socket_hub import Frame, SocketError, SocketHub, SocketUsageError, hub_for
 
@@ -71,18 +71,9 @@ def _user_ids(user_ids: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def _current_app() -> App:
-    job = current_job.get()
-    if job is not None:
-        return job.app
-    from .app import _apps
+    from .app import current_app
 
-    apps = list(_apps)
-    if len(apps) == 1:
-        return apps[0]
-    if not apps:
-        raise SocketUsageError("socket.send: no App exists yet; create App(...) first")
-    names = ", ".join(sorted(a.name for a in apps))
-    raise SocketUsageError(f"socket.send: {len(apps)} apps exist ({names}); use Socket(app) to choose one")
+    return current_app("socket.send", "use Socket(app) to choose one", SocketUsageError)
 
 
 class Socket:

@@ -108,15 +108,17 @@ def _number(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any, Ma
     return check
 
 
-def _int_range(lo: int, hi: int) -> Callable[[Any, Mapping[str, Any]], str | None]:
-    def check(value: Any, _: Mapping[str, Any]) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"must be a whole number, got {value!r}"
-        if not lo <= value <= hi:
-            return f"must be between {lo} and {hi}, got {value!r}"
-        return None
+def whole_number_problem(value: Any, lo: int, hi: int) -> str | None:
+    """Why ``value`` is not a whole number in [lo, hi], or None. Shared with the components' rules."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    if not lo <= value <= hi:
+        return f"must be between {lo} and {hi}, got {value!r}"
+    return None
 
-    return check
+
+def _int_range(lo: int, hi: int) -> Callable[[Any, Mapping[str, Any]], str | None]:
+    return lambda value, _: whole_number_problem(value, lo, hi)
 
 
 def _boolean(value: Any, _: Mapping[str, Any]) -> str | None:
