@@ -132,8 +132,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if not letters:
             print(f"no dead letters in {args.queue!r}")
             return 0
-        ids = backend.replay(args.queue)
-        _progress(len(ids), len(letters))
+        ids = backend.replay(args.queue, _progress)
         print(f"replayed {len(ids)} job(s) into {args.queue!r}, in their original order")
         return 0
     letters = backend.dead_letters(args.queue)
@@ -164,8 +163,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def _progress(done: int, total: int, width: int = 30) -> None:
+    """A progress bar on stderr, redrawn in place on a terminal."""
     filled = width * done // max(total, 1)
-    print(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", file=sys.stderr)
+    end = "\n" if done >= total or not sys.stderr.isatty() else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

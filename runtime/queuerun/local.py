@@ -6,7 +6,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .backends.base import Backend, DeadLetter
+from .backends.base import Backend, DeadLetter, Progress
 from .backends.embedded import EmbeddedBackend
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class LocalRun:
         self.app.spec(queue)  # unknown queue: QueueNotFoundError
         return self.backend.dead_letters(queue)
 
-    def replay(self, queue: str) -> list[str]:
+    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
         """Queue the dead letters of ``queue`` again, keeping their order."""
         self.app.spec(queue)
-        return self.backend.replay(queue)
+        return self.backend.replay(queue, progress)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emulators import free_port
+from emulators import Emulator, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.cliapp:app"
@@ -112,3 +112,45 @@ def test_dev_starts_and_stops_its_own_emulators(emulator_tools: str, tmp_path: P
     # Once dev has exited, the emulators it started are gone too.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{pubsub_port.group(1)}/", timeout=2)
+
+
+def test_dlq_commands_on_the_google_cloud_backend(emulator_env: dict[str, str], pubsub_emulator: Emulator) -> None:
+    from conformance.gcp_harness import GcpHarness
+
+    from tests.cli.cliapp import app
+
+    harness = GcpHarness(
+        name="gcp",
+        scale=0.1,
+        retry_floor=0.9,
+        env=emulator_env,
+        project=pubsub_emulator.project,
+        pubsub_host=pubsub_emulator.host,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")} | emulator_env
+    env |= {"QUEUERUN_BACKEND": "gcp", "PYTHONPATH": str(ROOT)}
+
+    def queuerun(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "queuerun.cli", *args, "--app", APP],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    try:
+        with harness.run(app) as run:
+            job_id = app.queues("broken").push({"n": 1})
+            run.drain(timeout=60)
+            listed = queuerun("dlq", "list", "broken")
+            shown = queuerun("dlq", "show", "broken", job_id)
+            replayed = queuerun("dlq", "replay", "broken")
+    finally:
+        app.use_settings({})
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(job_id) and "attempts=5" in listed.stdout
+    assert shown.returncode == 0 and "cannot handle {'n': 1}" in shown.stdout
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 1 job(s)" in replayed.stdout and "1/1" in replayed.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,9 @@ class DeadLetter:
     queued_at: dt.datetime
     params: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
+
+
+Progress = Callable[[int, int], None]  # (done, total): called as a long operation advances
 
 
 class PushBatchError(PushError):
@@ -139,5 +142,5 @@ class Backend(ABC):
         """Jobs of ``queue`` that exhausted their attempts, oldest first."""
 
     @abstractmethod
-    def replay(self, queue: str) -> list[str]:
+    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
         """Queue every dead letter of ``queue`` again, in their original order; returns the new ids."""

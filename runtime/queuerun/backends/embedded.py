@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 from ..context import JobContext
 from ..errors import DrainTimeoutError, QueueRunError
 from ..handlers import Outcome, run_handler
+from ..names import is_fifo
 from ..spec import QueueSpec
 from ..wire import OutgoingJob, ReceivedJob
-from .base import Backend, DeadLetter
+from .base import Backend, DeadLetter, Progress
 from .embedded_store import JobStore, StoredJob
 
 if TYPE_CHECKING:
@@ -241,8 +242,9 @@ class EmbeddedBackend(Backend):
             )
         return out
 
-    def replay(self, queue: str) -> list[str]:
-        fifo = queue.endswith(".fifo")
-        ids = self.store.replay(queue, fifo=fifo)
+    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
+        ids = self.store.replay(queue, fifo=is_fifo(queue))  # one transaction: all or nothing
         self._poke()
+        if progress is not None:
+            progress(len(ids), len(ids))
         return ids

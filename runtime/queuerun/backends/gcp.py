@@ -63,7 +63,7 @@ from ..wire import (
     OutgoingJob,
     ReceivedJob,
 )
-from .base import Backend, DeadLetter
+from .base import Backend, DeadLetter, Progress
 from .firestore_store import CompletionStore, FirestoreDedupeStore
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ A_ATTEMPTS: Final = "qr-attempts"
 # Attributes Pub/Sub adds when its dead-letter policy forwards a message.
 PUBSUB_DLQ_COUNT: Final = "CloudPubSubDeadLetterSourceDeliveryCount"
 
+REPLAY_CHUNK: Final = 500  # dead letters republished (and acknowledged) per step of a replay
 DEFAULT_PUBLISH_TIMEOUT: Final = 30.0  # below DedupeStore.publish_timeout, so a stuck pusher's record is taken over
 PULL_BATCH: Final = 1000
 
@@ -456,7 +457,7 @@ class GcpBackend(Backend):
         finally:
             self._release(queue, messages)
 
-    def replay(self, queue: str) -> list[str]:
+    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
         spec = self._spec(queue)
         messages = self._order(self._pull_dead(queue))
         if not messages:
@@ -477,18 +478,26 @@ class GcpBackend(Backend):
                     user=attrs.get(A_USER),
                 )
             )
-        try:
-            results = self._publish(spec, jobs)
-        except BaseException:
-            self._release(queue, messages)
-            raise
-        done = [m for m, r in zip(messages, results, strict=True) if isinstance(r, str)]
-        failed = [m for m, r in zip(messages, results, strict=True) if not isinstance(r, str)]
-        if done:
-            self.subscriber.acknowledge(
-                subscription=self.dead_letter_subscription_path(queue), ack_ids=[m.ack_id for m in done]
-            )
-        self._release(queue, failed)
+        results: list[str | BaseException] = []
+        # In chunks, acknowledging each once republished, so a long replay reports progress and a
+        # failure part-way leaves only the rest on the dead-letter subscription.
+        for start in range(0, len(jobs), REPLAY_CHUNK):
+            chunk = messages[start : start + REPLAY_CHUNK]
+            try:
+                published = self._publish(spec, jobs[start : start + REPLAY_CHUNK])
+            except BaseException:
+                self._release(queue, messages[start:])
+                raise
+            results += published
+            done = [m for m, r in zip(chunk, published, strict=True) if isinstance(r, str)]
+            failed = [m for m, r in zip(chunk, published, strict=True) if not isinstance(r, str)]
+            if done:
+                self.subscriber.acknowledge(
+                    subscription=self.dead_letter_subscription_path(queue), ack_ids=[m.ack_id for m in done]
+                )
+            self._release(queue, failed)
+            if progress is not None:
+                progress(len(results), len(jobs))
         errors = [r for r in results if not isinstance(r, str)]
         if errors:
             from ..errors import PushError
