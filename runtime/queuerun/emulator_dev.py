@@ -8,6 +8,7 @@ command starts are stopped by process group when it exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -55,6 +56,9 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
     from .server.serve import BackgroundServer, load_app
 
     _job_lines()
+    # SIGTERM unwinds like Ctrl-C, at any point (even while the emulators start), so the
+    # emulators this command started are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     started: list[emulators.Emulator] = []
     env = dict(os.environ)
     try:
@@ -92,14 +96,14 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
                 f"({len(topology)} queues: {', '.join(s.name for s in app.specs)})",
                 flush=True,
             )
-            _wait_for_signal()
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     finally:
         for emulator in started:
             emulators.stop(emulator)
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
