@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,12 @@ def queuerun(*args: str, state: Path | None = None, stdin: str | None = None) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
     return subprocess.run(
         [sys.executable, "-m", "queuerun.cli", *args, *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, input=stdin, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        env=env,
     )
 
 
@@ -129,7 +135,12 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Pat
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "queuerun.cli", "dev", APP, "--port", str(port), "--state", str(state), "--no-reload"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -190,3 +201,62 @@ def _dead_count(state: Path) -> int:
 
     with sqlite3.connect(state) as db:
         return int(db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'dead'").fetchone()[0])
+
+
+APP_SOURCE = """
+from queuerun import App
+
+app = App("reloading")
+
+@app.queue("first", http=True)
+def first(payload):
+    pass
+"""
+
+
+def test_dev_server_reloads_when_the_code_changes(tmp_path: Path) -> None:
+    (tmp_path / "reloading.py").write_text(APP_SOURCE)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuerun.cli", "dev", "reloading:app", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/queues/second"
+
+    def status() -> int:
+        req = urllib.request.Request(url, data=b"x", headers={"content-type": "text/plain"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as res:
+                return int(res.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except OSError:
+            return 0
+
+    try:
+        deadline = time.monotonic() + 30
+        while status() != 404:  # up, and "second" is not a queue yet
+            assert time.monotonic() < deadline and proc.poll() is None, "dev server did not start"
+            time.sleep(0.2)
+        # When a new queue is added to the code
+        (tmp_path / "reloading.py").write_text(
+            APP_SOURCE + APP_SOURCE.split("app = App")[1].split("\n", 1)[1].replace("first", "second")
+        )
+        # Then the running dev server serves it without a restart by hand
+        deadline = time.monotonic() + 30
+        while status() != 202:
+            assert time.monotonic() < deadline, "the dev server did not pick up the change"
+            time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
