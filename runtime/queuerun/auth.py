@@ -33,7 +33,8 @@ from typing import Any, Literal, Protocol
 import anyio.to_thread
 
 from .errors import AuthenticationError, ConfigurationError, PushAuthError, RequestRejected
-from .server.oidc import GOOGLE_ISSUERS, MAX_TOKEN_CHARS, GoogleCerts, _brief
+from .server import oidc
+from .server.oidc import MAX_TOKEN_CHARS, GoogleCerts
 from .server.oidc import HttpRequest as CertsTransport
 
 UserClaim = Literal["sub", "email"]
@@ -54,32 +55,17 @@ def decode_google_token(
 
     Raises AuthenticationError(401) for a bad token, RequestRejected(503) without certificates.
     """
-    from google.auth import exceptions, jwt  # heavy: imported only where used
-
     if len(token) > MAX_TOKEN_CHARS:
         raise AuthenticationError(f"malformed ID token: longer than {MAX_TOKEN_CHARS} characters")
-    try:
-        key_id = jwt.decode_header(token).get("kid")  # type: ignore[no-untyped-call]
-    except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
-        raise AuthenticationError(f"malformed ID token: {_brief(exc)}") from None
-    try:
-        pem = certs.get(key_id if isinstance(key_id, str) else None)
-    except PushAuthError as exc:
-        raise RequestRejected(503, f"cannot verify ID tokens now, try again: {exc}") from None
     audiences = audience if isinstance(audience, str) else list(audience)
     try:
-        claims = jwt.decode(  # type: ignore[no-untyped-call]
-            token, certs=pem, audience=audiences, clock_skew_in_seconds=clock_skew_in_seconds
+        return oidc.decode_google_token(
+            token, certs, audiences, clock_skew_in_seconds=clock_skew_in_seconds, label="ID token"
         )
-    except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
-        raise AuthenticationError(f"ID token rejected: {_brief(exc)}") from None
-    if not isinstance(claims, Mapping):
-        raise AuthenticationError("ID token rejected: its payload is not a JSON object")
-    if claims.get("iss") not in GOOGLE_ISSUERS:
-        raise AuthenticationError(
-            f"ID token rejected: issuer {claims.get('iss')!r} is not one of {list(GOOGLE_ISSUERS)}"
-        )
-    return dict(claims)
+    except PushAuthError as exc:
+        if exc.status == 503:
+            raise RequestRejected(503, f"cannot verify ID tokens now, try again: {exc}") from None
+        raise AuthenticationError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -190,26 +190,9 @@ class PushTokenVerifier:
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """Return the token's claims, or raise PushAuthError (401 bad token, 403 wrong caller, 503 no certs)."""
         token = _bearer_token(authorization)
-
-        from google.auth import exceptions, jwt  # heavy: imported only where used
-
-        try:
-            key_id = jwt.decode_header(token).get("kid")  # type: ignore[no-untyped-call]
-        except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
-            raise PushAuthError(401, f"malformed push token: {_brief(exc)}") from exc
-        certs = self.certs.get(key_id if isinstance(key_id, str) else None)
-        try:
-            claims = jwt.decode(  # type: ignore[no-untyped-call]
-                token, certs=certs, audience=self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds
-            )
-        except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
-            raise PushAuthError(401, f"push token rejected: {_brief(exc)}") from exc
-        if not isinstance(claims, Mapping):
-            raise PushAuthError(401, "push token rejected: its payload is not a JSON object")
-
-        issuer = claims.get("iss")
-        if issuer not in GOOGLE_ISSUERS:
-            raise PushAuthError(401, f"push token rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+        claims = decode_google_token(
+            token, self.certs, self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds, label="push token"
+        )
         email = claims.get("email")
         if not isinstance(email, str) or email.casefold() != self.service_account_email.casefold():
             raise PushAuthError(
@@ -218,6 +201,34 @@ class PushTokenVerifier:
         if claims.get("email_verified") is not True:
             raise PushAuthError(403, f"push token's email {email!r} is not verified (email_verified is not true)")
         return dict(claims)
+
+
+def decode_google_token(
+    token: str, certs: GoogleCerts, audience: str | list[str], *, clock_skew_in_seconds: int, label: str
+) -> dict[str, Any]:
+    """The claims of a Google-signed token: signature, expiry, audience and issuer checked.
+
+    Raises PushAuthError: 401 for a bad token, 503 when Google's certificates cannot be had.
+    """
+    from google.auth import exceptions, jwt  # heavy: imported only where used
+
+    try:
+        key_id = jwt.decode_header(token).get("kid")  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
+        raise PushAuthError(401, f"malformed {label}: {_brief(exc)}") from None
+    pem = certs.get(key_id if isinstance(key_id, str) else None)
+    try:
+        claims = jwt.decode(  # type: ignore[no-untyped-call]
+            token, certs=pem, audience=audience, clock_skew_in_seconds=clock_skew_in_seconds
+        )
+    except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
+        raise PushAuthError(401, f"{label} rejected: {_brief(exc)}") from None
+    if not isinstance(claims, Mapping):
+        raise PushAuthError(401, f"{label} rejected: its payload is not a JSON object")
+    issuer = claims.get("iss")
+    if issuer not in GOOGLE_ISSUERS:
+        raise PushAuthError(401, f"{label} rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+    return dict(claims)
 
 
 def _bearer_token(authorization: str | None) -> str:
