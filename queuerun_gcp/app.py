@@ -423,6 +423,16 @@ class QueueRunApp(pulumi.ComponentResource):
                 project=self._project,
                 opts=self._child,
             )
+            # The push server dead-letters a job itself on its last attempt (and a payload that
+            # fails validation at once), with the job's id and error.
+            gcp.pubsub.TopicIAMMember(
+                f"{prefix}-runtime-dlq-publisher",
+                topic=r.dead_letter_topic.name,
+                role=iam.PUBLISHER,
+                member=runtime,
+                project=self._project,
+                opts=self._child,
+            )
             gcp.pubsub.TopicIAMMember(
                 f"{prefix}-agent-dlq-publisher",
                 topic=r.dead_letter_topic.name,

@@ -38,6 +38,7 @@ QUEUE_CHILDREN = (
     ("gcp:pubsub/subscription:Subscription", "sub"),
     ("gcp:pubsub/subscription:Subscription", "dlq-sub"),
     ("gcp:pubsub/topicIAMMember:TopicIAMMember", "runtime-publisher"),
+    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "runtime-dlq-publisher"),
     ("gcp:pubsub/topicIAMMember:TopicIAMMember", "agent-dlq-publisher"),
     ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "agent-subscriber"),
 )
@@ -242,8 +243,9 @@ def test_every_iam_binding(graph: Graph) -> None:
                 for q in ("emails", "update_profile.fifo", "signup")
             ],
             *[
-                ("TopicIAMMember", f"shop-{q}-dlq", "roles/pubsub.publisher", AGENT)
+                ("TopicIAMMember", f"shop-{q}-dlq", "roles/pubsub.publisher", member)
                 for q in ("emails", "update_profile.fifo", "signup")
+                for member in (AGENT, RUNTIME)
             ],
             *[
                 ("SubscriptionIAMMember", f"shop-{q}-sub", "roles/pubsub.subscriber", AGENT)

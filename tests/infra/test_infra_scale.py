@@ -10,7 +10,7 @@ from queuerun_gcp import QueueRunApp
 from .support import StandInApp, assert_least_privilege, build, shop_args
 
 QUEUES = 200
-PER_QUEUE = 7  # topic, dead-letter topic, 2 subscriptions, 3 IAM bindings
+PER_QUEUE = 8  # topic, dead-letter topic, 2 subscriptions, 4 IAM bindings
 PER_APP = 14 + 1  # accounts, service, database, 4 TTL fields, source build, app-level bindings; the component
 
 
