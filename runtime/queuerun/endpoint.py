@@ -28,6 +28,7 @@ from .errors import (
     PayloadError,
     PayloadTooLargeError,
     PushError,
+    QueueNotFoundError,
     RequestRejected,
 )
 from .forms import parse_body
@@ -123,13 +124,20 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
         return _reject(400, str(exc))
     except ConfigurationError as exc:
         return _reject(400, str(exc))
-    except PushError as exc:
+    except (PushError, QueueNotFoundError) as exc:  # QueueNotFoundError here: the topic is missing
         log.warning("queue %s: push failed: %s", spec.name, exc)
         return _reject(503, f"queue {spec.name!r}: the job was not queued, try again ({exc})", **{"retry-after": "1"})
+    except Exception:  # a fault of ours or of a store: the client may retry, and must not see a 500
+        log.exception("queue %s: could not queue the job", spec.name)
+        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again", **{"retry-after": "1"})
     return HttpResponse(202, {"job_id": job_id, "queue": spec.name}, {"x-job-id": job_id})
 
 
 # -- ASGI ---------------------------------------------------------------------------------------
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending the whole body: nothing is queued."""
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -139,7 +147,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -205,7 +213,10 @@ async def serve_asgi(
     if length is not None and length.isdigit() and int(length) > max_body:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    body = await read_body(receive, max_body)
+    try:
+        body = await read_body(receive, max_body)
+    except ClientGone:
+        return  # a truncated body must not become a job, and there is no one left to answer
     if body is None:
         await send_response(send, _too_large(queue.name, max_body))
         return
@@ -300,6 +311,7 @@ class AppHttp:
 
     async def respond(self, request: StarletteRequest, path: str) -> StarletteResponse:
         """For hosts that hand over a Starlette request (functions-framework): same routes and answers."""
+        from starlette.requests import ClientDisconnect
         from starlette.responses import Response
 
         found = self._find(split_segments(path))
@@ -314,10 +326,13 @@ class AppHttp:
             if declared.isdigit() and int(declared) > limit:
                 result = _too_large(queue.name, limit)
             else:
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > limit:
-                        break
+                try:
+                    async for chunk in request.stream():
+                        body += chunk
+                        if len(body) > limit:
+                            break
+                except ClientDisconnect:
+                    return Response(status_code=400)  # nobody reads it; nothing is queued
                 if len(body) > limit:
                     result = _too_large(queue.name, limit)
                 else:

@@ -48,9 +48,7 @@ def inspect_handler(func: Handler, *, queue: str) -> HandlerInfo:
         sig = inspect.signature(func)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"queue {queue!r}: cannot read the handler's signature: {exc}") from exc
-    positional = [
-        p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
     if not positional and not has_varargs:
         raise ConfigurationError(f"queue {queue!r}: handler {func.__name__} must take the payload as first parameter")

@@ -39,10 +39,7 @@ def queue_name_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"queue name must be a string, got {name!r}"
     if not name or not QUEUE_NAME_RE.match(name):
-        return (
-            f"queue name {name!r} is invalid: use letters, digits, '_' and '-', "
-            f"optionally ending in '{FIFO_SUFFIX}'"
-        )
+        return f"queue name {name!r} is invalid: use letters, digits, '_' and '-', optionally ending in '{FIFO_SUFFIX}'"
     if len(name) > QUEUE_NAME_MAX:
         return f"queue name {name!r} is {len(name)} characters long: at most {QUEUE_NAME_MAX}"
     return None

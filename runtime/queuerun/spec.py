@@ -180,9 +180,7 @@ RULES: Final[tuple[Rule, ...]] = (
 )
 
 
-def spec_problems(
-    name: Any, options: Mapping[str, Any], *, known: Callable[[Any], bool] = lambda _: True
-) -> list[str]:
+def spec_problems(name: Any, options: Mapping[str, Any], *, known: Callable[[Any], bool] = lambda _: True) -> list[str]:
     """Every problem with a queue declaration, each naming queue, option and value.
 
     ``known`` lets callers (the Pulumi components) skip values that are not resolved yet.

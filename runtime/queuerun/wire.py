@@ -114,7 +114,7 @@ def check_limits(job: OutgoingJob) -> None:
             f"{MAX_ATTRIBUTES} (params {sorted(job.params)[:5]!r}...)"
         )
     for key, value in attrs.items():
-        field_name = f"param {key[len(A_PARAM_PREFIX):]!r}" if key.startswith(A_PARAM_PREFIX) else key
+        field_name = f"param {key[len(A_PARAM_PREFIX) :]!r}" if key.startswith(A_PARAM_PREFIX) else key
         if _utf8_len(key) > MAX_ATTRIBUTE_KEY_BYTES:
             raise PayloadError(
                 f"queue {q!r}: {field_name} name is {_utf8_len(key)} bytes as an attribute key; "
@@ -174,7 +174,7 @@ class ReceivedJob:
             received_count=self.received_count,
             group_id=group,
             sequence_number=seq if group is not None else None,
-            params={k[len(A_PARAM_PREFIX):]: v for k, v in self.attributes.items() if k.startswith(A_PARAM_PREFIX)},
+            params={k[len(A_PARAM_PREFIX) :]: v for k, v in self.attributes.items() if k.startswith(A_PARAM_PREFIX)},
             user=self.attributes.get(A_USER),
         )
 

@@ -7,6 +7,7 @@ operations a developer or test needs (start workers, drain, dead letters, replay
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from ..wire import OutgoingJob
 
 if TYPE_CHECKING:
     from ..app import App
+
+log = logging.getLogger("queuerun")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,10 @@ class Backend(ABC):
                 continue
             results[i] = outcome
             if held is not None:
-                self.dedupe.confirm(held, outcome)
+                try:
+                    self.dedupe.confirm(held, outcome)
+                except Exception:  # the job is queued, so its id stands; a duplicate push waits for the take-over
+                    log.warning("queue %s: job %s queued, but its dedupe record was not confirmed", spec.name, outcome)
         for i, first in copies.items():
             results[i] = results[first]
 
@@ -143,4 +149,5 @@ class Backend(ABC):
 
     @abstractmethod
     def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
-        """Queue every dead letter of ``queue`` again, in their original order; returns the new ids."""
+        """Queue every dead letter of ``queue`` again, in their original order; returns the queued jobs' ids
+        (the embedded backend keeps each job's id; Pub/Sub gives republished jobs new ones)."""

@@ -8,6 +8,7 @@ head blocks its group while it is retried, then goes to dead letters and the gro
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -50,7 +51,8 @@ class EmbeddedBackend(Backend):
         self._running: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = threading.Condition()
-        self._failures: list[BaseException] = []
+        # Bounded: `queuerun dev` runs for hours and records every failed attempt.
+        self._failures: collections.deque[BaseException] = collections.deque(maxlen=100)
         self.listeners: list[JobListener] = []
 
     # -- push -------------------------------------------------------------------------------

@@ -164,9 +164,7 @@ class JobStore:
 
     def retry(self, job_id: str, *, at: float, error: str) -> None:
         with self.transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = 'ready', available_at = ?, error = ? WHERE id = ?", (at, error, job_id)
-            )
+            db.execute("UPDATE jobs SET state = 'ready', available_at = ?, error = ? WHERE id = ?", (at, error, job_id))
 
     def bury(self, job_id: str, *, error: str) -> None:
         with self.transaction() as db:

@@ -39,6 +39,7 @@ Dead letters, replay and drain
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -79,6 +80,7 @@ A_ATTEMPTS: Final = "qr-attempts"
 # Attributes Pub/Sub adds when its dead-letter policy forwards a message.
 PUBSUB_DLQ_COUNT: Final = "CloudPubSubDeadLetterSourceDeliveryCount"
 
+MAX_RECORDED_FAILURES: Final = 100  # what drain(fail_fast=True) can report, at most
 REPLAY_CHUNK: Final = 500  # dead letters republished (and acknowledged) per step of a replay
 DEFAULT_PUBLISH_TIMEOUT: Final = 30.0  # below DedupeStore.publish_timeout, so a stuck pusher's record is taken over
 PULL_BATCH: Final = 1000
@@ -137,9 +139,7 @@ def make_subscriber(*, emulator_host: str | None = None) -> Any:
         import grpc
         from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-        return SubscriberClient(
-            transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host))
-        )
+        return SubscriberClient(transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host)))
     return SubscriberClient()
 
 
@@ -204,7 +204,8 @@ class GcpBackend(Backend):
         self.completions = CompletionStore(lambda: self.firestore)
         self._outstanding: dict[tuple[str, str], str] = {}  # (topic, job id) -> queue, for drain
         self._outstanding_lock = threading.Lock()
-        self._failures: list[BaseException] = []
+        # Bounded: a long-running server records every failed attempt and nothing may grow with them.
+        self._failures: collections.deque[BaseException] = collections.deque(maxlen=MAX_RECORDED_FAILURES)
         self._app: App | None = None
 
     @classmethod
@@ -314,7 +315,7 @@ class GcpBackend(Backend):
                 publisher.resume_publish(topic, key)
         if not_found is not None:
             raise TopicNotFoundError(spec.name, topic) from not_found
-        if self.track_completions or spec.fifo:
+        if self.track_completions:  # only drain() reads these: a server in production keeps none
             with self._outstanding_lock:
                 for result in results:
                     if isinstance(result, str):
@@ -347,6 +348,11 @@ class GcpBackend(Backend):
             self._publisher = None
 
     def drain(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
+        if not self.track_completions:
+            raise QueueRunError(
+                "drain() follows the jobs this backend pushed through completion records, which it keeps only "
+                "with track_completions (on by default with the emulator): GcpBackend(track_completions=True)"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if fail_fast and self._failures:

@@ -246,6 +246,9 @@ class PushServer:
                 ctx=JobContext(app=self.app, queue=queue, user=meta.user),
                 timeout=spec.timeout,
                 executor=self._executor,
+                # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
+                # sends nothing more of the group) until it ends, up to just before the ack deadline.
+                linger=max(0.0, spec.ack_deadline - spec.timeout - 1) if spec.fifo else 0.0,
             )
         fields["duration_ms"] = round(outcome.duration * 1000, 1)
         error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
