@@ -29,10 +29,8 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_make_demo_runs_the_quickstart() -> None:
-    installed = subprocess.run(["make", "-q", ".venv/.installed"], cwd=ROOT, capture_output=True)
-    if installed.returncode != 0:
-        pytest.fail("the .venv this test runs in is not the one `make` installs; run `make test`")
-    done = subprocess.run(["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # make installs first when the project files are newer than the venv (a few minutes), then runs.
+    done = subprocess.run(["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert "second push returned the first job's id: True" in done.stdout
     assert "all jobs done; dead letters: 0" in done.stdout

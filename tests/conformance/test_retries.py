@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from queuerun import App, JobMetadata
 
 from .harness import Harness
@@ -50,7 +48,7 @@ def test_job_failing_every_attempt_goes_to_dead_letters(harness: Harness, app_na
     letter = dead[0]
     assert (letter.payload, letter.attempts, letter.params) == ({"id": 7}, 5, {"source": "test"})
     assert "bad job 7" in letter.error
-    assert letter.job_id == job_id or harness.name != "embedded"
+    assert letter.job_id == job_id
 
 
 def test_backoff_grows_between_attempts(harness: Harness, app_name: str) -> None:
@@ -71,6 +69,9 @@ def test_backoff_grows_between_attempts(harness: Harness, app_name: str) -> None
     # 0.2, 0.4, then capped at 0.5 (never faster than the backend's own floor)
     for gap, expected in zip(gaps, (0.2, 0.4, 0.5), strict=True):
         assert gap >= max(expected, harness.retry_floor) * 0.9, gaps
+    if harness.retry_floor == 0:  # the embedded backend keeps to the schedule; the emulator approximates it
+        for gap, expected in zip(gaps, (0.2, 0.4, 0.5), strict=True):
+            assert gap < expected + 0.15, gaps
 
 
 def test_replayed_dead_letter_runs_again(harness: Harness, app_name: str) -> None:
@@ -96,16 +97,13 @@ def test_replayed_dead_letter_runs_again(harness: Harness, app_name: str) -> Non
     assert done == [{"n": 1}]
 
 
-# Measured: with several jobs failing at once, the emulator stops redelivering them after the
-# third attempt in about one run of two, so they never reach max_attempts.
-@pytest.mark.emulator_gap("the emulator stalls redelivery of several nacked messages of one subscription")
-def test_replay_queues_dead_letters_again_in_order(harness: Harness, app_name: str) -> None:
+def test_replay_keeps_the_order_of_a_fifo_group(harness: Harness, app_name: str) -> None:
     app = App(app_name)
     broken = threading.Event()
     broken.set()
     done: list[str] = []
 
-    @app.queue("replayable", min_backoff=0, max_backoff=0)
+    @app.queue("replayable.fifo", min_backoff=0, max_backoff=0)
     def handler(job: str) -> None:
         if broken.is_set():
             raise RuntimeError("downstream is down")
@@ -113,15 +111,15 @@ def test_replay_queues_dead_letters_again_in_order(harness: Harness, app_name: s
 
     with harness.run(app) as run:
         for job in ("a", "b", "c"):
-            handler.push(job)
-        run.drain(timeout=60)
-        assert sorted(d.payload for d in run.dead_letters("replayable")) == ["a", "b", "c"]
+            handler.group("g").push(job)
+        run.drain(timeout=90)
+        assert [d.payload for d in run.dead_letters("replayable.fifo")] == ["a", "b", "c"]
         broken.clear()
-        replayed = run.replay("replayable")
+        replayed = run.replay("replayable.fifo")
         run.drain(timeout=60)
-        assert run.dead_letters("replayable") == []
+        assert run.dead_letters("replayable.fifo") == []
     assert len(replayed) == 3
-    assert sorted(done) == ["a", "b", "c"]
+    assert done == ["a", "b", "c"]
 
 
 @dataclass

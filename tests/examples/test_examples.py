@@ -50,15 +50,26 @@ def test_fanout_splits_a_batch_into_jobs(harness: Harness) -> None:
     assert fanout.delivered == {f"reader-{i}@example.com" for i in range(recipients)}
 
 
-@pytest.mark.parametrize("module", ["quickstart.app", "profile_sync.app", "checkout.app", "fanout.app"])
-def test_example_scripts_run(module: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("quickstart.app", "all jobs done; dead letters: 0"),
+        ("profile_sync.app", "helpdesk calls in order: ['ada@one.example', 'ada@two.example', 'ada@three.example']"),
+        ("checkout.app", "charges: [('order-1001', 4999), ('order-1002', 1500)]"),
+        ("fanout.app", "delivered to 1000 readers in 20 jobs"),
+    ],
+)
+def test_example_scripts_run(module: str, expected: str) -> None:
     import subprocess
     import sys
     from pathlib import Path
 
     done = subprocess.run(
-        [sys.executable, "-m", f"examples.{module}"], cwd=Path(__file__).resolve().parents[2],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", f"examples.{module}"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
+    assert expected in done.stdout, done.stdout

@@ -231,7 +231,7 @@ def test_queue_http_mounts_in_a_starlette_app() -> None:
 
 
 def test_queue_http_works_as_a_flask_view() -> None:
-    flask = pytest.importorskip("flask")
+    import flask
     app, seen = build_app()
     site = flask.Flask("site")
     view = app.queues("updates.fifo").http.flask_view()
