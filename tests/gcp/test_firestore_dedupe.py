@@ -103,6 +103,8 @@ def test_a_failed_publish_releases_the_record_so_a_retry_goes_through(
         app, project=pubsub_emulator.project, push_base_url="http://127.0.0.1:9", emulator_host=pubsub_emulator.host
     )
     try:
+        # The same ordering key ("g") publishes again: without resume_publish after the failure,
+        # the publisher would keep refusing that key.
         job_id = handle.group("g").dedupe("d1").push("x")
         assert job_id and handle.group("g").dedupe("d1").push("x") == job_id
     finally:
@@ -187,3 +189,49 @@ def test_completion_records_are_read_back_and_expire_by_their_own_field(clean_fi
     short = CompletionStore(lambda: client, ttl=-1)  # already expired when written
     short.mark("projects/p/topics/t", "3", queue="q", status="done")
     assert short.get("projects/p/topics/t", "3") is None
+
+
+PUSHER = """
+import sys
+from queuerun import App
+
+app = App(sys.argv[1], settings=dict(arg.split("=", 1) for arg in sys.argv[2:]))
+queue = app.queue("pay.fifo")(lambda job: None)
+print(queue.group("g").dedupe("same").push({"from": "process"}), flush=True)
+app.backend.stop()
+"""
+
+
+def test_many_processes_pushing_one_dedupe_id_queue_exactly_one_job(
+    new_app: Callable[[], App], pubsub_emulator: Emulator, clean_firestore: Emulator, gcp_settings: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    app = new_app()
+    app.queue("pay.fifo")(lambda job: None)
+    topology = ensure_topology(
+        app, project=pubsub_emulator.project, push_base_url="http://127.0.0.1:9", emulator_host=pubsub_emulator.host
+    )
+    subscriber = make_subscriber(emulator_host=pubsub_emulator.host)
+    counter = topology[0].subscription.replace("-sub", "-count")
+    subscriber.create_subscription(request={"name": counter, "topic": topology[0].topic})
+    subscriber.close()
+    settings = [f"{k}={v}" for k, v in gcp_settings.items()]
+    try:
+        pushers = [
+            subprocess.Popen(
+                [sys.executable, "-c", PUSHER, app.name, *settings],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outputs = [p.communicate(timeout=120) for p in pushers]
+        assert [p.returncode for p in pushers] == [0, 0, 0, 0], [err for _, err in outputs]
+        ids = {out.strip() for out, _ in outputs}
+        assert len(ids) == 1
+        assert _count_messages(pubsub_emulator, counter) == 1
+    finally:
+        delete_topology(app, project=pubsub_emulator.project, emulator_host=pubsub_emulator.host)
