@@ -415,49 +415,14 @@ class QueueRunApp(pulumi.ComponentResource):
         runtime, push = self.runtime_account.member, self.push_account.member
         for spec in self.specs:
             r, prefix = self.queue_resources[spec.name], f"{n}-{names.resource_slug(spec.name)}"
-            gcp.pubsub.TopicIAMMember(
-                f"{prefix}-runtime-publisher",
-                topic=r.topic.name,
-                role=iam.PUBLISHER,
-                member=runtime,
-                project=self._project,
-                opts=self._child,
-            )
+            self._topic_member(f"{prefix}-runtime-publisher", r.topic, iam.PUBLISHER, runtime)
             # The push server dead-letters a job itself on its last attempt (and a payload that
             # fails validation at once), with the job's id and error.
-            gcp.pubsub.TopicIAMMember(
-                f"{prefix}-runtime-dlq-publisher",
-                topic=r.dead_letter_topic.name,
-                role=iam.PUBLISHER,
-                member=runtime,
-                project=self._project,
-                opts=self._child,
-            )
-            gcp.pubsub.TopicIAMMember(
-                f"{prefix}-agent-dlq-publisher",
-                topic=r.dead_letter_topic.name,
-                role=iam.PUBLISHER,
-                member=agent,
-                project=self._project,
-                opts=self._child,
-            )
-            gcp.pubsub.SubscriptionIAMMember(
-                f"{prefix}-agent-subscriber",
-                subscription=r.subscription.name,
-                role=iam.SUBSCRIBER,
-                member=agent,
-                project=self._project,
-                opts=self._child,
-            )
+            self._topic_member(f"{prefix}-runtime-dlq-publisher", r.dead_letter_topic, iam.PUBLISHER, runtime)
+            self._topic_member(f"{prefix}-agent-dlq-publisher", r.dead_letter_topic, iam.PUBLISHER, agent)
+            self._subscription_member(f"{prefix}-agent-subscriber", r.subscription, iam.SUBSCRIBER, agent)
             if spec.delivery == "pull":
-                gcp.pubsub.SubscriptionIAMMember(
-                    f"{prefix}-runtime-subscriber",
-                    subscription=r.subscription.name,
-                    role=iam.SUBSCRIBER,
-                    member=runtime,
-                    project=self._project,
-                    opts=self._child,
-                )
+                self._subscription_member(f"{prefix}-runtime-subscriber", r.subscription, iam.SUBSCRIBER, runtime)
         gcp.serviceaccount.IAMMember(
             f"{n}-agent-token-creator",
             service_account_id=self.push_account.name,
@@ -474,6 +439,25 @@ class QueueRunApp(pulumi.ComponentResource):
             role=iam.DATASTORE_USER,
             member=runtime,
             condition=iam.database_condition(project_id, database_name),
+            opts=self._child,
+        )
+
+    def _topic_member(
+        self, resource_name: str, topic: gcp.pubsub.Topic, role: str, member: pulumi.Input[str]
+    ) -> gcp.pubsub.TopicIAMMember:
+        return gcp.pubsub.TopicIAMMember(
+            resource_name, topic=topic.name, role=role, member=member, project=self._project, opts=self._child
+        )
+
+    def _subscription_member(
+        self, resource_name: str, subscription: gcp.pubsub.Subscription, role: str, member: pulumi.Input[str]
+    ) -> gcp.pubsub.SubscriptionIAMMember:
+        return gcp.pubsub.SubscriptionIAMMember(
+            resource_name,
+            subscription=subscription.name,
+            role=role,
+            member=member,
+            project=self._project,
             opts=self._child,
         )
 
@@ -504,14 +488,7 @@ class QueueRunApp(pulumi.ComponentResource):
         (of every queue when None). ``name`` labels the grant; required when ``member`` is an Output."""
         label = iam.member_label(member, name)
         return [
-            gcp.pubsub.TopicIAMMember(
-                f"{self._name}-{names.resource_slug(q)}-publish-{label}",
-                topic=r.topic.name,
-                role=iam.PUBLISHER,
-                member=member,
-                project=self._project,
-                opts=self._child,
-            )
+            self._topic_member(f"{self._name}-{names.resource_slug(q)}-publish-{label}", r.topic, iam.PUBLISHER, member)
             for q, r in self._select(queue)
         ]
 
@@ -526,13 +503,11 @@ class QueueRunApp(pulumi.ComponentResource):
         subscription of ``queue`` (of every queue when None). Replaying also needs :meth:`grant_publish`."""
         label = iam.member_label(member, name)
         return [
-            gcp.pubsub.SubscriptionIAMMember(
+            self._subscription_member(
                 f"{self._name}-{names.resource_slug(q)}-dead-letters-{label}",
-                subscription=r.dead_letter_subscription.name,
-                role=iam.SUBSCRIBER,
-                member=member,
-                project=self._project,
-                opts=self._child,
+                r.dead_letter_subscription,
+                iam.SUBSCRIBER,
+                member,
             )
             for q, r in self._select(queue)
         ]
