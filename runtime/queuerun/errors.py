@@ -16,7 +16,7 @@
     │                                (.status: 401 bad token, 403 wrong caller, 503 certs unavailable)
     ├── EnvelopeError             a Pub/Sub push body is not a valid envelope (.status: 400, or 413 too large)
     ├── RequestRejected           an HTTP request to a queue endpoint cannot be queued
-    │                                (.status: 400, 404, 405, 413, 415 or 422)
+    │                                (.status: 400, 404, 405, 413, 415 or 422; 503 when a check cannot run now)
     └── AuthenticationError       raised by an App's authenticate hook (.status: 401, or 403)
 
 Messages name the queue, the field and the offending value.
