@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 import weakref
+import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -92,6 +93,9 @@ class Connection(Protocol):
     def deliver(self, frame: Frame) -> None: ...
 
 
+USER_LOCK_STRIPES: Final = 64
+
+
 class SocketHub(ABC):
     """This process's connections per user, and the send logic over three primitives."""
 
@@ -100,7 +104,8 @@ class SocketHub(ABC):
     def __init__(self) -> None:
         self._connections: dict[str, list[Connection]] = {}
         self._lock = threading.Lock()
-        self._user_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        # Striped, so memory does not grow with every user ever seen; sharing a stripe only serializes.
+        self._user_locks = tuple(threading.Lock() for _ in range(USER_LOCK_STRIPES))
 
     # -- primitives ---------------------------------------------------------------------------
     @abstractmethod
@@ -119,7 +124,7 @@ class SocketHub(ABC):
     def connect(self, connection: Connection) -> None:
         """Register a connection; returns once sends from anywhere reach it. Blocking (I/O on Cloud)."""
         user = connection.user
-        with self._user_locks[user]:  # a second connection waits for the first one's announcement
+        with self._user_lock(user):  # a second connection waits for the first one's announcement
             with self._lock:
                 first = user not in self._connections
                 self._connections.setdefault(user, []).append(connection)
@@ -133,12 +138,15 @@ class SocketHub(ABC):
     def disconnect(self, connection: Connection) -> None:
         """Forget a connection; the user's presence goes with its last connection. Never raises."""
         user = connection.user
-        with self._user_locks[user]:
+        with self._user_lock(user):
             if self._remove(connection):
                 try:
                     self._withdraw(user)
                 except Exception as exc:  # the presence record expires by itself
                     log.warning("socket hub: could not withdraw user %r: %s", user, exc)
+
+    def _user_lock(self, user: str) -> threading.Lock:
+        return self._user_locks[zlib.crc32(user.encode("utf-8")) % USER_LOCK_STRIPES]
 
     def _remove(self, connection: Connection) -> bool:
         """Drop ``connection``; True when it was its user's last one here."""
