@@ -76,3 +76,38 @@ def test_load_app_reports_bad_targets_clearly() -> None:
         load_app("no_such_module_xyz:app")
     with pytest.raises(ConfigurationError, match="not a queuerun App"):
         load_app("json:dumps")
+
+
+def test_a_dead_letter_forwarded_by_pubsubs_own_policy_is_read_back() -> None:
+    # What Pub/Sub's dead-letter policy publishes (attributes measured on the emulator): the job's
+    # own attributes plus CloudPubSubDeadLetterSource*, and none of the server's qr-job-id/qr-error.
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from queuerun.backends.gcp import GcpBackend
+    from queuerun.wire import build_job
+
+    job = build_job(
+        "orders.fifo",
+        {"n": 1},
+        group_id="g",
+        dedupe_id="d",
+        params={"src": "web"},
+        user="ada",
+        now=dt.datetime(2026, 11, 28, tzinfo=dt.UTC),
+    )
+    attributes = {
+        **job.attributes(sequence_number=7),
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+        "CloudPubSubDeadLetterSourceSubscription": "shop-orders.fifo-sub",
+        "CloudPubSubDeadLetterSourceSubscriptionProject": "p",
+        "CloudPubSubDeadLetterSourceTopicPublishTime": "2026-11-28T00:00:01.000Z",
+    }
+    message = SimpleNamespace(
+        message=SimpleNamespace(attributes=attributes, data=job.data, message_id="99", publish_time=None)
+    )
+    letter = GcpBackend(project="p", app_name="shop")._dead_letter("orders.fifo", message)
+    assert (letter.job_id, letter.payload, letter.group_id, letter.attempts) == ("99", {"n": 1}, "g", 5)
+    assert (dict(letter.params), letter.user) == ({"src": "web"}, "ada")
+    assert letter.queued_at == dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    assert letter.error == "delivery attempts exhausted (Pub/Sub dead-lettered it after 5 deliveries)"
