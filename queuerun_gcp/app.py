@@ -30,6 +30,7 @@ from .constants import (
     TTL_COLLECTIONS,
     TTL_FIELD,
     TYPE_TOKEN,
+    UVICORN_BUILD_ENV,
     firestore_database_id,
     pubsub_service_agent,
     push_audience,
@@ -259,9 +260,11 @@ class QueueRunApp(pulumi.ComponentResource):
         base_image = pulumi.Output.concat(
             region, "-docker.pkg.dev/serverless-runtimes/google-22-full/runtimes/", a.python_runtime
         )
+        uvicorn = a.source_server == "uvicorn"
         build = gcp.cloudrunv2.ServiceBuildConfigArgs(
             source_location=pulumi.Output.concat("gs://", bucket.name, "/", archive.name),
-            function_target=a.function_target,
+            function_target=None if uvicorn else a.function_target,
+            environment_variables=dict(UVICORN_BUILD_ENV) if uvicorn else None,
             image_uri=image_uri,
             base_image=base_image,
             enable_automatic_updates=True,
@@ -296,7 +299,7 @@ class QueueRunApp(pulumi.ComponentResource):
             # Ordering keys are only ordered when every publish goes to one region.
             ENV.PUBSUB_ENDPOINT: pulumi.Output.concat(region, "-pubsub.googleapis.com:443"),
         }
-        if a.source is not None:
+        if a.source is not None and a.source_server == "functions-framework":
             managed.update(FUNCTIONS_FRAMEWORK_ENV)
         env = {**a.env, **managed}
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)

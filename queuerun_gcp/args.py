@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pulumi
 
@@ -16,6 +16,8 @@ from queuerun.manifest import Manifest
 from queuerun.spec import QueueSpec
 
 from .constants import DEFAULT_APP_TARGET, DEFAULT_PYTHON_RUNTIME, FUNCTION_TARGET
+
+SourceServer = Literal["functions-framework", "uvicorn"]
 
 
 class AppLike(Protocol):
@@ -65,6 +67,9 @@ class QueueRunAppArgs:
     the uploaded source (checked at construction)."""
     function_target: str = FUNCTION_TARGET
     """functions-framework target for source builds; the runtime provides it."""
+    source_server: SourceServer = "functions-framework"
+    """What a source build runs: ``functions-framework`` (HTTP only) or ``uvicorn`` (the runtime's own
+    server, ``python -m queuerun.server``, set as the buildpack entrypoint): WebSockets need it."""
     python_runtime: str = DEFAULT_PYTHON_RUNTIME
     """Cloud Run base image runtime for source builds."""
     build_service_account: pulumi.Input[str] | None = None

@@ -49,6 +49,9 @@ RUNTIME_REQUIREMENTS: Final = (
 SERVER_REQUIREMENTS: Final = ("functions-framework>=3.10",)
 # Read by the functions-framework CLI, not by queuerun: the target is an ASGI (Starlette) function.
 FUNCTIONS_FRAMEWORK_ENV: Final = {"FUNCTION_USE_ASGI": "1"}
+# ``source_server="uvicorn"``: the buildpack's entrypoint (a build-time variable) runs the runtime's
+# own server, which binds $PORT on Cloud Run and serves push, HTTP queues and WebSockets.
+UVICORN_BUILD_ENV: Final = {"GOOGLE_ENTRYPOINT": "python -m queuerun.server"}
 DEFAULT_APP_TARGET: Final = "main:app"
 DEFAULT_PYTHON_RUNTIME: Final = "python311"
 CONTAINER_PORT: Final = 8080

@@ -226,6 +226,12 @@ def _app_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> st
     return None
 
 
+def _source_server(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if value not in ("functions-framework", "uvicorn"):
+        return f"source_server must be 'functions-framework' or 'uvicorn', got {value!r}"
+    return None
+
+
 def _function_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
     if not isinstance(value, str) or not value.isidentifier():
         return f"function_target must be a Python identifier (a name in main.py), got {value!r}"
@@ -273,6 +279,7 @@ ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("container_concurrency", _concurrency),
     ArgRule("app_target", _app_target),
     ArgRule("function_target", _function_target),
+    ArgRule("source_server", _source_server),
     ArgRule("source_package", _source_package),
     ArgRule("source_exclude", _source_exclude),
     ArgRule("env", _env),

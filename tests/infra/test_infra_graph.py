@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from queuerun import names
+from queuerun.errors import ConfigurationError
 from queuerun.settings import ENV
 from queuerun.spec import make_spec
 from queuerun_gcp import DEDUPE_COLLECTION, DONE_COLLECTION, TTL_FIELD, TYPE_TOKEN, QueueRunApp
@@ -16,6 +17,7 @@ from .support import (
     PROJECT,
     PROJECT_NUMBER,
     Graph,
+    Mocks,
     Res,
     StandInApp,
     assert_least_privilege,
@@ -394,3 +396,20 @@ def test_explicit_project_is_used_everywhere() -> None:
     datastore = g.named("shop-runtime-datastore").inputs
     assert datastore["project"] == "other-project"
     assert datastore["condition"]["expression"] == 'resource.name == "projects/other-project/databases/shop-queuerun"'
+
+
+def test_source_build_can_run_the_runtimes_own_server_for_websockets() -> None:
+    g = build(lambda: QueueRunApp("shop", **shop_args(source_server="uvicorn")))
+    service = g.named("shop-service").inputs
+    build_config = service["buildConfig"]
+    assert build_config["environmentVariables"] == {"GOOGLE_ENTRYPOINT": "python -m queuerun.server"}
+    assert "functionTarget" not in build_config
+    envs = {e["name"] for e in service["template"]["containers"][0]["envs"]}
+    assert "FUNCTION_USE_ASGI" not in envs and ENV.APP in envs
+
+
+def test_source_server_must_be_known(mocks: Mocks) -> None:
+    with pytest.raises(
+        ConfigurationError, match="source_server must be 'functions-framework' or 'uvicorn', got 'gunicorn'"
+    ):
+        QueueRunApp("shop", **shop_args(source_server="gunicorn"))
