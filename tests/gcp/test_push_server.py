@@ -230,6 +230,9 @@ def _token(private_pem: bytes, **overrides: Any) -> str:
         (None, 401),
         ("Basic abc", 401),
         ("bad-audience", 401),
+        ("expired", 401),
+        ("wrong-issuer", 401),
+        ("bad-signature", 401),
         ("wrong-email", 403),
         ("unverified", 403),
         ("valid", 204),
@@ -239,8 +242,15 @@ def test_push_requests_are_verified_before_anything_else(
     signing_key: tuple[bytes, str], authorization: str | None, status: int
 ) -> None:
     pem, cert = signing_key
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    now = int(time.time())
     tokens = {
         "bad-audience": _token(pem, aud="https://evil.example"),
+        "expired": _token(pem, iat=now - 7200, exp=now - 3600),
+        "wrong-issuer": _token(pem, iss="https://evil.example"),
+        "bad-signature": _token(other_key),  # same key id, someone else's key
         "wrong-email": _token(pem, email="someone@else.iam.gserviceaccount.com"),
         "unverified": _token(pem, email_verified=False),
         "valid": _token(pem),
@@ -256,9 +266,7 @@ def test_push_requests_are_verified_before_anything_else(
     verifier = PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=_Certs(cert))
     headers = {"Authorization": header} if header else {}
     with TestClient(PushServer(app, verifier=verifier).asgi()) as client:
-        response = client.post(
-            "/_pubsub/nope" if status != 204 else "/_pubsub/emails", content=envelope(), headers=headers
-        )
+        response = client.post("/_pubsub/emails", content=envelope(), headers=headers)
     assert response.status_code == status
     assert calls.items == ([{"a": 1}] if status == 204 else [])
 
