@@ -61,7 +61,9 @@ def envelopes(draw: st.DrawFn) -> bytes:
 
 
 headers = st.dictionaries(
-    st.sampled_from(["content-type", "authorization", "x-cloud-trace-context", "content-encoding", "x-other"]),
+    st.sampled_from(
+        ["content-type", "authorization", "x-cloud-trace-context", "content-encoding", "content-length", "x-other"]
+    ),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
     max_size=4,
 )
@@ -96,14 +98,17 @@ def fuzz_client(pubsub_emulator: Emulator, firestore_emulator: Emulator) -> Iter
 @pytest.mark.emulators
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    path=st.sampled_from(["/_pubsub/std", "/_pubsub/ord.fifo", "/_pubsub/none", "/_pubsub/", "/_health", "/x"]),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE"]),
+    path=st.sampled_from(
+        ["/_pubsub/std", "/_pubsub/ord.fifo", "/_pubsub/none", "/_pubsub/", "/_health", "/x", "/queues/std", "/queues"]
+    ),
     body=st.one_of(envelopes(), st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())),
     extra_headers=headers,
 )
 def test_no_request_gets_a_500_or_an_uncaught_exception(
-    fuzz_client: TestClient, path: str, body: bytes, extra_headers: dict[str, str]
+    fuzz_client: TestClient, method: str, path: str, body: bytes, extra_headers: dict[str, str]
 ) -> None:
-    response = fuzz_client.post(path, content=body, headers=extra_headers)
+    response = fuzz_client.request(method, path, content=body, headers=extra_headers)
     assert response.status_code != 500 and response.status_code < 503, response.text
     if response.status_code >= 400:
         assert response.json()["error"] or response.status_code == 405
