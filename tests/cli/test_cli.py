@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.cli.dev_processes import spawn_dev, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.cliapp:app"
@@ -132,38 +133,13 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Pat
     port = _free_port()
     state = tmp_path / "dev.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "queuerun.cli", "dev", APP, "--port", str(port), "--state", str(state), "--no-reload"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = spawn_dev([APP, "--port", str(port), "--state", str(state), "--no-reload"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_health", timeout=1) as res:
-                    if res.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    output = proc.stdout.read() if proc.stdout else ""
-                    raise RuntimeError(f"dev server did not start: {output}") from None
-                time.sleep(0.1)
+        wait_healthy(url, proc, timeout=30)
         yield url, proc, state
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the test may have stopped it already
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
 
 
 def test_dev_server_runs_http_and_cli_pushes_with_a_line_per_job(
@@ -218,15 +194,7 @@ def test_dev_server_reloads_when_the_code_changes(tmp_path: Path) -> None:
     (tmp_path / "reloading.py").write_text(APP_SOURCE)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "queuerun.cli", "dev", "reloading:app", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = spawn_dev(["reloading:app", "--port", str(port)], cwd=tmp_path, env=env)
     url = f"http://127.0.0.1:{port}/queues/second"
 
     def status() -> int:
@@ -261,9 +229,4 @@ def test_dev_server_reloads_when_the_code_changes(tmp_path: Path) -> None:
                 touched = time.monotonic()
             time.sleep(0.3)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)

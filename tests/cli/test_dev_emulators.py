@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 from emulators import Emulator, free_port
 
+from tests.cli.dev_processes import spawn_dev, stop_group, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.cliapp:app"
 pytestmark = pytest.mark.emulators
@@ -26,36 +27,13 @@ pytestmark = pytest.mark.emulators
 @contextlib.contextmanager
 def dev_on_emulators(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "queuerun.cli", "dev", APP, "--emulators", "--port", str(port)],
-        cwd=cwd,
-        env={**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = spawn_dev([APP, "--emulators", "--port", str(port)], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_health", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read() if proc.stdout else ""
-                    raise RuntimeError(f"dev --emulators did not start: {out}") from None
-                time.sleep(0.2)
+        wait_healthy(url, proc, timeout=60)
         yield url, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, grace=30)
 
 
 def _post(url: str, body: dict[str, str]) -> str:

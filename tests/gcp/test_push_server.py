@@ -8,16 +8,11 @@ import io
 import json
 import logging
 import time
-import types
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from gcp_helpers import Calls
-from google.auth import crypt, jwt
+from server.test_oidc import AUDIENCE, KID, PUSH_SA, FakeCertsEndpoint, Key, _make_key, claims
 from starlette.testclient import TestClient
 
 from queuerun import App, JobMetadata
@@ -185,43 +180,9 @@ def test_job_logs_are_json_lines_cloud_logging_understands() -> None:
 
 
 # -- OIDC -------------------------------------------------------------------------------------
-AUDIENCE = "https://shop-push.example"
-PUSH_SA = "shop-push@test-project.iam.gserviceaccount.com"
-
-
-class _Certs:
-    def __init__(self, cert_pem: str) -> None:
-        self.body = json.dumps({"kid-1": cert_pem}).encode()
-
-    def __call__(self, url: str, method: str = "GET", *, timeout: float | None = None) -> Any:
-        return types.SimpleNamespace(status=200, headers={"Cache-Control": "max-age=3600"}, data=self.body)
-
-
 @pytest.fixture(scope="module")
-def signing_key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-google")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return pem, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _token(private_pem: bytes, **overrides: Any) -> str:
-    now = int(time.time())
-    claims = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "email": PUSH_SA, "email_verified": True}
-    claims.update({"iat": now, "exp": now + 600, **overrides})
-    signer = crypt.RSASigner.from_string(private_pem, key_id="kid-1")
-    return jwt.encode(signer, claims).decode()
+def signing_key() -> Key:
+    return _make_key()
 
 
 @pytest.mark.parametrize(
@@ -239,21 +200,18 @@ def _token(private_pem: bytes, **overrides: Any) -> str:
     ],
 )
 def test_push_requests_are_verified_before_anything_else(
-    signing_key: tuple[bytes, str], authorization: str | None, status: int
+    signing_key: Key, authorization: str | None, status: int
 ) -> None:
-    pem, cert = signing_key
-    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    other_key = _make_key()  # same key id, someone else's key
     now = int(time.time())
     tokens = {
-        "bad-audience": _token(pem, aud="https://evil.example"),
-        "expired": _token(pem, iat=now - 7200, exp=now - 3600),
-        "wrong-issuer": _token(pem, iss="https://evil.example"),
-        "bad-signature": _token(other_key),  # same key id, someone else's key
-        "wrong-email": _token(pem, email="someone@else.iam.gserviceaccount.com"),
-        "unverified": _token(pem, email_verified=False),
-        "valid": _token(pem),
+        "bad-audience": signing_key.sign(claims(aud="https://evil.example")),
+        "expired": signing_key.sign(claims(iat=now - 7200, exp=now - 3600)),
+        "wrong-issuer": signing_key.sign(claims(iss="https://evil.example")),
+        "bad-signature": other_key.sign(claims()),
+        "wrong-email": signing_key.sign(claims(email="someone@else.iam.gserviceaccount.com")),
+        "unverified": signing_key.sign(claims(email_verified=False)),
+        "valid": signing_key.sign(claims()),
     }
     header = f"Bearer {tokens[authorization]}" if authorization in tokens else authorization
     calls = Calls()
@@ -263,7 +221,9 @@ def test_push_requests_are_verified_before_anything_else(
     def handle(job: Any) -> None:
         calls.add(job)
 
-    verifier = PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=_Certs(cert))
+    verifier = PushTokenVerifier(
+        audience=AUDIENCE, service_account_email=PUSH_SA, request=FakeCertsEndpoint({KID: signing_key.cert_pem})
+    )
     headers = {"Authorization": header} if header else {}
     with TestClient(PushServer(app, verifier=verifier).asgi()) as client:
         response = client.post("/_pubsub/emails", content=envelope(), headers=headers)
