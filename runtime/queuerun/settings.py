@@ -27,8 +27,10 @@ class ENV:
     PUSH_AUDIENCE: Final = "QUEUERUN_PUSH_AUDIENCE"
     PUSH_SERVICE_ACCOUNT: Final = "QUEUERUN_PUSH_SERVICE_ACCOUNT"
     INSECURE_PUSH: Final = "QUEUERUN_INSECURE_PUSH"  # "1" turns OIDC checks off; emulator only
+    PUSH_AUTH: Final = "QUEUERUN_PUSH_AUTH"  # "verify" (default) or "cloud-run-iam"; see PushAuth
     STATE_FILE: Final = "QUEUERUN_STATE_FILE"  # embedded backend: SQLite file for durable state
     CLOUD_RUN_SERVICE: Final = "K_SERVICE"  # set by Cloud Run itself
+    ENV_FILE: Final = "QUEUERUN_ENV_FILE"  # the CLI's --env-file: settings of a deployed app
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -36,6 +38,11 @@ class ENV:
 
 
 BackendName = Literal["embedded", "gcp"]
+# How push tokens are checked. "verify": the app checks the token's signature (a public service).
+# "cloud-run-iam": the service is IAM-protected, so Cloud Run checked the signature and forwards the
+# token with it replaced by SIGNATURE_REMOVED_BY_GOOGLE; the app checks the claims only.
+PushAuth = Literal["verify", "cloud-run-iam"]
+PUSH_AUTH_MODES: Final[tuple[PushAuth, ...]] = ("verify", "cloud-run-iam")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -60,6 +67,7 @@ class Settings:
     push_audience: str | None = None
     push_service_account: str | None = None
     insecure_push: bool = False
+    push_auth: PushAuth = "verify"
     state_file: str | None = None
     cloud_run_service: str | None = None
 
@@ -84,6 +92,18 @@ class Settings:
             )
         if service and insecure:
             problems.append(f"setting {ENV.INSECURE_PUSH} is refused on Cloud Run (K_SERVICE={service!r})")
+        push_auth = env.get(ENV.PUSH_AUTH, "").strip().lower() or "verify"
+        if push_auth not in PUSH_AUTH_MODES:
+            problems.append(
+                f"setting {ENV.PUSH_AUTH} must be one of {', '.join(repr(m) for m in PUSH_AUTH_MODES)}, "
+                f"got {env.get(ENV.PUSH_AUTH)!r}"
+            )
+        elif push_auth == "cloud-run-iam" and not service:
+            # Off Cloud Run nothing has checked the signature: accepting stripped tokens would accept forgeries.
+            problems.append(
+                f"setting {ENV.PUSH_AUTH}='cloud-run-iam' is valid only on Cloud Run ({ENV.CLOUD_RUN_SERVICE} is "
+                "not set), where Cloud Run's IAM check has verified the token's signature; use 'verify'"
+            )
         if backend == "gcp" and not project:
             problems.append(f"setting {ENV.PROJECT} is required when {ENV.BACKEND}=gcp, got {project!r}")
         if problems:
@@ -98,6 +118,7 @@ class Settings:
             push_audience=env.get(ENV.PUSH_AUDIENCE) or None,
             push_service_account=env.get(ENV.PUSH_SERVICE_ACCOUNT) or None,
             insecure_push=insecure,
+            push_auth=push_auth,  # type: ignore[arg-type]  # checked above
             state_file=env.get(ENV.STATE_FILE) or None,
             cloud_run_service=service,
         )

@@ -231,6 +231,62 @@ def test_push_requests_are_verified_before_anything_else(
     assert calls.items == ([{"a": 1}] if status == 204 else [])
 
 
+@pytest.mark.parametrize(
+    ("push_auth", "token", "status"),
+    [
+        ("verify", "stripped", 401),
+        ("verify", "signed", 204),
+        ("cloud-run-iam", "stripped", 204),
+        ("cloud-run-iam", "signed", 204),
+        ("cloud-run-iam", "stripped-wrong-email", 403),
+        ("cloud-run-iam", "forged", 401),
+    ],
+)
+def test_push_auth_setting_decides_whether_a_token_stripped_by_cloud_run_is_accepted(
+    signing_key: Key, monkeypatch: pytest.MonkeyPatch, push_auth: str, token: str, status: int
+) -> None:
+    # Given a server configured from settings, as on Cloud Run (K_SERVICE set)
+    from queuerun.server import oidc
+
+    certs = FakeCertsEndpoint({KID: signing_key.cert_pem})
+    monkeypatch.setattr(oidc, "_default_request", lambda: certs)
+    settings = {
+        "K_SERVICE": "shop",
+        "QUEUERUN_BACKEND": "gcp",
+        "GOOGLE_CLOUD_PROJECT": "test-project",
+        "QUEUERUN_PUSH_AUDIENCE": AUDIENCE,
+        "QUEUERUN_PUSH_SERVICE_ACCOUNT": PUSH_SA,
+        "QUEUERUN_PUSH_AUTH": push_auth,
+    }
+    calls = Calls()
+    app = App("shop", settings=settings)
+
+    @app.queue("emails")
+    def handle(job: Any) -> None:
+        calls.add(job)
+
+    signed = signing_key.sign(claims())
+    tokens = {
+        "signed": signed,
+        "stripped": signed.rpartition(".")[0] + ".SIGNATURE_REMOVED_BY_GOOGLE",
+        "stripped-wrong-email": signing_key.sign(claims(email="x@evil.example")).rpartition(".")[0]
+        + ".SIGNATURE_REMOVED_BY_GOOGLE",
+        "forged": _make_key().sign(claims()),
+    }
+
+    # When Pub/Sub's push reaches a queue route with that token
+    with TestClient(PushServer(app).asgi()) as client:
+        response = client.post(
+            "/_pubsub/emails", content=envelope(), headers={"Authorization": f"Bearer {tokens[token]}"}
+        )
+
+    # Then it runs only when the mode accepts it
+    assert response.status_code == status, response.text
+    assert calls.items == ([{"a": 1}] if status == 204 else [])
+    if push_auth == "verify" and token == "stripped":
+        assert "QUEUERUN_PUSH_AUTH=cloud-run-iam" in response.json()["error"]
+
+
 def test_a_secure_server_without_audience_settings_is_refused() -> None:
     app = App("shop", settings={"GOOGLE_CLOUD_PROJECT": "test-project"})
     with pytest.raises(Exception, match="QUEUERUN_PUSH_AUDIENCE"):

@@ -406,3 +406,191 @@ def test_any_authorization_header_is_accepted_or_rejected_cleanly(authorization:
 
 
 _CERT_FOR_FUZZ = _make_key().cert_pem
+
+
+# --- tokens whose signature Cloud Run verified and removed (an IAM-protected service) ---
+
+STRIPPED = "SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+def _segment(obj: Any) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def stripped(token: str) -> str:
+    """The token as an IAM-protected Cloud Run service receives it."""
+    header, payload, _ = token.split(".")
+    return f"{header}.{payload}.{STRIPPED}"
+
+
+@pytest.fixture
+def iam_verifier(endpoint: FakeCertsEndpoint) -> PushTokenVerifier:
+    return PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=endpoint, mode="cloud-run-iam")
+
+
+def test_behind_cloud_run_iam_a_stripped_token_is_accepted_on_its_claims(
+    iam_verifier: PushTokenVerifier, google_key: Key, endpoint: FakeCertsEndpoint
+) -> None:
+    token = stripped(google_key.sign(claims()))
+
+    verified = iam_verifier.verify(f"Bearer {token}")
+
+    assert (verified["email"], verified["aud"]) == (PUSH_SA, AUDIENCE)
+    assert endpoint.calls == []  # no signature to check, so no certificates fetched
+
+
+def test_in_verify_mode_a_stripped_token_gets_401_naming_the_setting(
+    verifier: PushTokenVerifier, google_key: Key
+) -> None:
+    with pytest.raises(PushAuthError, match=r"removed by Cloud Run.*QUEUERUN_PUSH_AUTH=cloud-run-iam") as rejected:
+        verifier.verify(f"Bearer {stripped(google_key.sign(claims()))}")
+
+    assert rejected.value.status == 401
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "status"),
+    [
+        ({"aud": "https://evil.example"}, "wrong audience", 401),
+        ({"aud": None}, "wrong audience", 401),
+        ({"aud": [AUDIENCE]}, "wrong audience", 401),
+        ({"iss": "https://evil.example"}, "issuer 'https://evil.example'", 401),
+        ({"exp": int(time.time()) - 60, "iat": int(time.time()) - 3660}, "expired", 401),
+        ({"exp": None}, "exp", 401),
+        ({"exp": True}, "exp", 401),
+        ({"iat": int(time.time()) + 600}, "future", 401),
+        ({"iat": None}, "iat", 401),
+        ({"email": "attacker@evil.iam.gserviceaccount.com"}, "not the push service account", 403),
+        ({"email_verified": False}, "not verified", 403),
+        ({"email_verified": "true"}, "not verified", 403),
+    ],
+    ids=[
+        "wrong-audience",
+        "no-audience",
+        "audience-list",
+        "wrong-issuer",
+        "expired",
+        "no-exp",
+        "exp-bool",
+        "issued-in-future",
+        "no-iat",
+        "wrong-email",
+        "unverified",
+        "email-verified-string",
+    ],
+)
+def test_behind_cloud_run_iam_a_stripped_token_is_still_checked_claim_by_claim(
+    iam_verifier: PushTokenVerifier, google_key: Key, overrides: dict[str, Any], reason: str, status: int
+) -> None:
+    token = stripped(google_key.sign(claims(**overrides)))
+
+    with pytest.raises(PushAuthError, match=reason) as rejected:
+        iam_verifier.verify(f"Bearer {token}")
+
+    assert rejected.value.status == status
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        f"{_segment({'alg': 'none', 'kid': KID})}.{_segment(claims())}.{STRIPPED}",
+        f"{_segment({'alg': 'HS256', 'kid': KID})}.{_segment(claims())}.{STRIPPED}",
+        f"{_segment({'kid': KID})}.{_segment(claims())}.{STRIPPED}",
+        f"{_segment({'alg': 'none', 'kid': KID})}.{_segment(claims())}.",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(claims())}.",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(claims())}.SIGNATURE_REMOVED",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(claims())}.signature_removed_by_google",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(claims())}",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(claims())}.x.{STRIPPED}",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.not*base64.{STRIPPED}",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}.{_segment(['a', 'list'])}.{STRIPPED}",
+        f"{_segment({'alg': 'RS256', 'kid': KID})}..{STRIPPED}",
+        f"bm90IGpzb24.{_segment(claims())}.{STRIPPED}",
+    ],
+    ids=[
+        "alg-none",
+        "alg-hs256",
+        "no-alg",
+        "alg-none-empty-signature",
+        "empty-signature",
+        "other-placeholder",
+        "placeholder-lowercase",
+        "two-segments",
+        "four-segments",
+        "payload-not-base64url",
+        "payload-not-object",
+        "empty-payload",
+        "header-not-json",
+    ],
+)
+@pytest.mark.parametrize("mode", ["verify", "cloud-run-iam"])
+def test_no_other_unsigned_or_malformed_token_is_ever_accepted(
+    endpoint: FakeCertsEndpoint, token: str, mode: Any
+) -> None:
+    verifier = PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=endpoint, mode=mode)
+
+    with pytest.raises(PushAuthError) as rejected:
+        verifier.verify(f"Bearer {token}")
+
+    assert rejected.value.status == 401
+
+
+@pytest.mark.parametrize("mode", ["verify", "cloud-run-iam"])
+def test_a_forged_signature_is_refused_in_both_modes(
+    endpoint: FakeCertsEndpoint, other_key: Key, google_key: Key, mode: Any
+) -> None:
+    verifier = PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, request=endpoint, mode=mode)
+    header, payload, _ = google_key.sign(claims()).split(".")
+    forged_signature = other_key.sign(claims()).split(".")[2]
+
+    for token in (other_key.sign(claims()), f"{header}.{payload}.{forged_signature}"):
+        with pytest.raises(PushAuthError, match="signature") as rejected:
+            verifier.verify(f"Bearer {token}")
+        assert rejected.value.status == 401
+
+
+def test_behind_cloud_run_iam_a_token_with_its_signature_is_verified_in_full(
+    iam_verifier: PushTokenVerifier, google_key: Key, endpoint: FakeCertsEndpoint
+) -> None:
+    assert iam_verifier.verify(f"Bearer {google_key.sign(claims())}")["email"] == PUSH_SA
+    assert endpoint.calls == [GOOGLE_CERTS_URL]
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="mode"):
+        PushTokenVerifier(audience=AUDIENCE, service_account_email=PUSH_SA, mode="trust-me")  # type: ignore[arg-type]
+
+
+# --- the QUEUERUN_PUSH_AUTH setting ---
+
+_ON_CLOUD_RUN = {"K_SERVICE": "shop", "QUEUERUN_BACKEND": "gcp", "GOOGLE_CLOUD_PROJECT": "p"}
+
+
+def test_push_auth_defaults_to_verify() -> None:
+    from queuerun.settings import Settings
+
+    assert Settings.from_environ({}).push_auth == "verify"
+    assert Settings.from_environ(_ON_CLOUD_RUN).push_auth == "verify"
+
+
+def test_push_auth_cloud_run_iam_is_accepted_on_cloud_run() -> None:
+    from queuerun.settings import Settings
+
+    assert Settings.from_environ({**_ON_CLOUD_RUN, "QUEUERUN_PUSH_AUTH": "cloud-run-iam"}).push_auth == "cloud-run-iam"
+
+
+def test_push_auth_cloud_run_iam_is_refused_off_cloud_run() -> None:
+    from queuerun.settings import Settings
+
+    with pytest.raises(ConfigurationError, match=r"QUEUERUN_PUSH_AUTH='cloud-run-iam'.*K_SERVICE"):
+        Settings.from_environ({"QUEUERUN_PUSH_AUTH": "cloud-run-iam"})
+
+
+@pytest.mark.parametrize("value", ["iam", "none", "off", "cloud_run_iam"])
+def test_an_invalid_push_auth_value_is_refused_with_setting_and_value(value: str) -> None:
+    from queuerun.settings import Settings
+
+    with pytest.raises(ConfigurationError, match=f"QUEUERUN_PUSH_AUTH.*{value!r}"):
+        Settings.from_environ({**_ON_CLOUD_RUN, "QUEUERUN_PUSH_AUTH": value})

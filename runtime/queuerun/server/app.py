@@ -6,8 +6,9 @@ Routes
     ``POST /queues/{queue}[/{group}[/{dedupe}]]``  HTTP endpoints of ``http=True`` queues (202 + X-Job-Id)
     ``WS /_ws``                job notifications to the authenticated user's browser (``socket.send``)
 
-A push request goes through, in order: OIDC verification (unless the insecure setting, for the
-emulator, which sends no token), the queue lookup, the body size limit, envelope decoding. Any of
+A push request goes through, in order: OIDC verification (``QUEUERUN_PUSH_AUTH``: in full, or only
+the claims when Cloud Run's IAM layer has verified the signature; off with the insecure setting,
+for the emulator, which sends no token), the queue lookup, the body size limit, envelope decoding. Any of
 those failing answers a 4xx (401/403, 404, 413, 400) with a JSON ``{"error": ...}`` and never
 reaches a handler. Then the job runs through :func:`~queuerun.handlers.run_handler` with the
 queue's timeout:
@@ -123,7 +124,9 @@ class PushServer:
             from .oidc import PushTokenVerifier
 
             verifier = PushTokenVerifier(
-                audience=self.settings.push_audience, service_account_email=self.settings.push_service_account
+                audience=self.settings.push_audience,
+                service_account_email=self.settings.push_service_account,
+                mode=self.settings.push_auth,
             )
         self.verifier = verifier
         self.max_body_bytes = max_body_bytes

@@ -5,28 +5,42 @@ We accept a request only if the token is signed by Google (certificates from ``G
 kept in memory as long as their Cache-Control allows), is unexpired, names our audience, was issued
 by Google, and carries ``email`` equal to the push service account with ``email_verified`` true.
 
+On an IAM-protected Cloud Run service, Cloud Run checks the token (signature, audience, invoker
+role) and forwards it with its signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``. With
+``mode="cloud-run-iam"`` such a token is accepted on its claims alone (every check above but the
+signature); a token that still has a signature is verified in full in either mode, and nothing
+else unsigned is ever accepted.
+
 Verification may fetch certificates over the network: call it from a worker thread in async code.
 The Pub/Sub emulator sends no token at all; turning verification off is the server's setting.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from queuerun.errors import ConfigurationError, PushAuthError
+from queuerun.settings import ENV, PUSH_AUTH_MODES, PushAuth
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+
+# What Cloud Run puts in place of the signature once its IAM layer has verified the token.
+SIGNATURE_REMOVED: Final = "SIGNATURE_REMOVED_BY_GOOGLE"
+GOOGLE_TOKEN_ALGORITHM: Final = "RS256"
 
 # Google's tokens are about 1 KB; refuse to parse anything absurdly larger.
 MAX_TOKEN_CHARS = 16 * 1024
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECASE)
 
 
@@ -160,8 +174,9 @@ class PushTokenVerifier:
     """Checks the ``Authorization`` header of a Pub/Sub push request; see the module docstring.
 
     ``audience`` is the one configured on the push subscription's OIDC token and
-    ``service_account_email`` its service account. ``request`` (or a shared ``certs``) lets tests
-    and callers supply the HTTP transport used for Google's certificates.
+    ``service_account_email`` its service account. ``mode`` is ``QUEUERUN_PUSH_AUTH``: ``"verify"``
+    or ``"cloud-run-iam"`` (accept tokens whose signature Cloud Run verified and removed). ``request``
+    (or a shared ``certs``) lets tests and callers supply the HTTP transport for Google's certificates.
     """
 
     def __init__(
@@ -172,12 +187,15 @@ class PushTokenVerifier:
         certs: GoogleCerts | None = None,
         request: HttpRequest | None = None,
         clock_skew_in_seconds: int = 10,
+        mode: PushAuth = "verify",
     ) -> None:
         problems = [
             f"{field} must be a non-empty string (got {value!r})"
             for field, value in (("audience", audience), ("service_account_email", service_account_email))
             if not isinstance(value, str) or not value.strip()
         ]
+        if mode not in PUSH_AUTH_MODES:
+            problems.append(f"mode must be one of {list(PUSH_AUTH_MODES)} (got {mode!r})")
         if problems:
             raise ConfigurationError([f"push authentication: {problem}" for problem in problems])
         if certs is not None and request is not None:
@@ -186,13 +204,25 @@ class PushTokenVerifier:
         self.service_account_email = service_account_email
         self.certs = certs if certs is not None else GoogleCerts(request)
         self.clock_skew_in_seconds = clock_skew_in_seconds
+        self.mode = mode
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """Return the token's claims, or raise PushAuthError (401 bad token, 403 wrong caller, 503 no certs)."""
         token = _bearer_token(authorization)
-        claims = decode_google_token(
-            token, self.certs, self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds, label="push token"
-        )
+        if token.rpartition(".")[2] == SIGNATURE_REMOVED:
+            if self.mode != "cloud-run-iam":
+                raise PushAuthError(
+                    401,
+                    f"push token's signature was removed by Cloud Run ({SIGNATURE_REMOVED}): the service is "
+                    f"IAM-protected and Cloud Run has checked the token; set {ENV.PUSH_AUTH}=cloud-run-iam",
+                )
+            claims = decode_stripped_token(
+                token, self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds, label="push token"
+            )
+        else:
+            claims = decode_google_token(
+                token, self.certs, self.audience, clock_skew_in_seconds=self.clock_skew_in_seconds, label="push token"
+            )
         email = claims.get("email")
         if not isinstance(email, str) or email.casefold() != self.service_account_email.casefold():
             raise PushAuthError(
@@ -229,6 +259,56 @@ def decode_google_token(
     if issuer not in GOOGLE_ISSUERS:
         raise PushAuthError(401, f"{label} rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
     return dict(claims)
+
+
+def decode_stripped_token(
+    token: str, audience: str, *, clock_skew_in_seconds: int, label: str, now: float | None = None
+) -> dict[str, Any]:
+    """The claims of a token whose signature Cloud Run verified and replaced by ``SIGNATURE_REMOVED``.
+
+    Checks everything :func:`decode_google_token` does except the signature: the caller must know
+    that Cloud Run's IAM layer stands in front (``QUEUERUN_PUSH_AUTH=cloud-run-iam``). Raises
+    PushAuthError 401.
+    """
+    segments = token.split(".")
+    if len(segments) != 3 or segments[2] != SIGNATURE_REMOVED:
+        raise PushAuthError(401, f"malformed {label}: expected header.payload.{SIGNATURE_REMOVED}")
+    header = _json_segment(segments[0], f"{label} header")
+    claims = _json_segment(segments[1], f"{label} payload")
+    if header.get("alg") != GOOGLE_TOKEN_ALGORITHM:
+        raise PushAuthError(
+            401, f"{label} rejected: algorithm {header.get('alg')!r} is not Google's {GOOGLE_TOKEN_ALGORITHM!r}"
+        )
+    if claims.get("aud") != audience:
+        raise PushAuthError(401, f"{label} rejected: wrong audience {claims.get('aud')!r}, expected {audience!r}")
+    issuer = claims.get("iss")
+    if issuer not in GOOGLE_ISSUERS:
+        raise PushAuthError(401, f"{label} rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+    current = time.time() if now is None else now
+    times: dict[str, float] = {}
+    for name in ("iat", "exp"):
+        value = claims.get(name)
+        # bool is an int to Python, never a time to us
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PushAuthError(401, f"{label} rejected: claim {name} is {value!r}, not a time in seconds")
+        times[name] = float(value)
+    if times["iat"] > current + clock_skew_in_seconds:
+        raise PushAuthError(401, f"{label} rejected: issued in the future (iat {times['iat']:.0f}, now {current:.0f})")
+    if times["exp"] + clock_skew_in_seconds < current:
+        raise PushAuthError(401, f"{label} rejected: token expired (exp {times['exp']:.0f}, now {current:.0f})")
+    return claims
+
+
+def _json_segment(segment: str, what: str) -> dict[str, Any]:
+    if not _BASE64URL.fullmatch(segment):
+        raise PushAuthError(401, f"malformed {what}: not base64url")
+    try:
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise PushAuthError(401, f"malformed {what}: not base64url JSON ({_brief(exc)})") from None
+    if not isinstance(value, dict):
+        raise PushAuthError(401, f"malformed {what}: not a JSON object")
+    return value
 
 
 def _bearer_token(authorization: str | None) -> str:
