@@ -41,6 +41,9 @@ from queuerun.errors import QueueRunError
 CLOUD_BUILD_URL: Final = "https://cloudbuild.googleapis.com/v1"
 DOCKER_BUILDER: Final = "gcr.io/cloud-builders/docker"
 DEFAULT_MAX_WAIT: Final = 1800.0
+# The type the engine (and a mock's new_resource) sees; not the generic "pulumi-python:dynamic:Resource",
+# so previews and state name what the resource is.
+RESOURCE_TYPE: Final = "pulumi-python:dynamic/queuerun:CloudBuildImage"
 _SCOPES: Final = ("https://www.googleapis.com/auth/cloud-platform",)
 _PENDING: Final = frozenset({"STATUS_UNKNOWN", "PENDING", "QUEUED", "WORKING"})
 _TRANSIENT_HTTP: Final = frozenset({429, 500, 502, 503, 504})
@@ -270,7 +273,7 @@ def _json(response: Response, what: str) -> dict[str, Any]:
 class CloudBuildImage(pulumi.dynamic.Resource, module="queuerun", name="CloudBuildImage"):
     """The image Cloud Build builds from a source archive in GCS, pushed to Artifact Registry.
 
-    Type ``pulumi-python:dynamic/queuerun:CloudBuildImage``; see the module docstring for when it builds.
+    Its type is :data:`RESOURCE_TYPE`; see the module docstring for when it builds.
     """
 
     image_digest_ref: pulumi.Output[str]

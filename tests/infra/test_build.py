@@ -19,6 +19,7 @@ import requests
 
 from queuerun.errors import QueueRunError
 from queuerun_gcp.build import (
+    RESOURCE_TYPE,
     BuildInputs,
     CloudBuildImage,
     CloudBuildProvider,
@@ -234,7 +235,7 @@ def test_check_refuses_empty_inputs_and_an_image_with_a_tag() -> None:
 def test_the_resource_registers_its_inputs_and_a_picklable_provider() -> None:
     g = build(lambda: CloudBuildImage("shop-image", **PROPS))
     res = g.named("shop-image")
-    assert res.type == "pulumi-python:dynamic/queuerun:CloudBuildImage"
+    assert res.type == RESOURCE_TYPE == "pulumi-python:dynamic/queuerun:CloudBuildImage"
     assert {k: v for k, v in res.inputs.items() if k != "__provider"} == PROPS
     assert res.inputs["__provider"]  # the dill-serialized provider
 
@@ -242,7 +243,7 @@ def test_the_resource_registers_its_inputs_and_a_picklable_provider() -> None:
 class BuiltMocks(Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         rid, state = super().new_resource(args)
-        if args.typ.endswith(":CloudBuildImage"):
+        if args.typ == RESOURCE_TYPE:
             return "b-7", state | {"image_digest_ref": f"{state['image']}@{DIGEST}", "build_id": "b-7"}
         return rid, state
 
