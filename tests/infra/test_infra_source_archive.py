@@ -1,13 +1,18 @@
-"""A source deploy uploads a self-contained archive: the app, the queuerun runtime, main.py, requirements.txt.
+"""A source deploy uploads a self-contained archive: the app, the queuerun runtime, requirements.txt, a Dockerfile.
 
-queuerun is not on PyPI, so the component ships the installed runtime package in the archive, generates
-the functions-framework ``main.py`` unless the app has one, and writes a ``requirements.txt`` of the
-runtime's dependencies merged with the app's own. Pulumi never reaches the Cloud Run image.
+queuerun is not on PyPI, so the component ships the installed runtime package in the archive, writes a
+``requirements.txt`` of the runtime's dependencies merged with the app's own, and a ``Dockerfile`` that
+runs the runtime's server unless the app has its own. Only the app ships: dev databases, secrets, VCS
+folders, virtualenvs, caches and build outputs never, and the app's ignore files are honoured. Pulumi
+never reaches the image.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tomllib
 import types
@@ -21,10 +26,10 @@ import pytest
 import queuerun
 from queuerun.errors import ConfigurationError
 from queuerun_gcp import QueueRunApp, QueueRunAppArgs, source
-from queuerun_gcp.constants import RUNTIME_REQUIREMENTS, SERVER_REQUIREMENTS
+from queuerun_gcp.constants import RUNTIME_REQUIREMENTS
 from queuerun_gcp.source import requirement_name, source_bundle
 
-from .support import APP_SOURCE, REPO_ROOT, asset_file, asset_text, build, extract, serve_from, shop_args
+from .support import APP_SOURCE, REPO_ROOT, asset_file, asset_text, build, extract, shop_args
 
 RUNTIME_DIR = Path(queuerun.__file__).parent
 APP_PY = 'from queuerun import App\n\napp = App("shop")\n\n@app.queue("emails")\ndef send(job, meta):\n    pass\n'
@@ -67,8 +72,8 @@ def test_runtime_requirements_are_the_runtime_packages_dependencies() -> None:
 def test_generated_requirements_never_carry_pulumi_or_queuerun() -> None:
     _, archive = registered_archive()
     names = {requirement_name(line) for line in asset_text(archive, "requirements.txt").splitlines()} - {None}
-    assert names == {requirement_name(r) for r in (*RUNTIME_REQUIREMENTS, *SERVER_REQUIREMENTS)}
-    assert "functions-framework" in names
+    assert names == {requirement_name(r) for r in RUNTIME_REQUIREMENTS}
+    assert "functions-framework" not in names  # the image runs queuerun.server, not functions-framework
     assert not {n for n in names if n and (n.startswith("pulumi") or n.startswith("queuerun"))}
 
 
@@ -123,7 +128,8 @@ def test_the_archive_holds_the_app_and_the_whole_runtime_package_without_caches(
     assert "server/functions.py" in runtime
     assert asset_file(archive, "queuerun/server/functions.py") == RUNTIME_DIR / "server" / "functions.py"
     assert not [p for p in archive.assets if "__pycache__" in p or p.endswith(".pyc")]
-    assert set(archive.assets) - {f"queuerun/{p}" for p in runtime} == {"main.py", "requirements.txt"}
+    # The fixture app has its own main.py: app code, shipped like any other module.
+    assert set(archive.assets) - {f"queuerun/{p}" for p in runtime} == {"main.py", "Dockerfile", "requirements.txt"}
 
 
 def test_the_apps_own_main_py_is_uploaded_as_is() -> None:
@@ -131,20 +137,9 @@ def test_the_apps_own_main_py_is_uploaded_as_is() -> None:
     assert asset_file(archive, "main.py") == APP_SOURCE / "main.py"
 
 
-@pytest.mark.parametrize(
-    ("function_target", "line"),
-    [
-        ("queuerun", "from queuerun.server.functions import queuerun  # noqa: F401"),
-        ("handle", "from queuerun.server.functions import queuerun as handle  # noqa: F401"),
-    ],
-)
-def test_main_py_is_generated_with_the_function_target_when_the_app_has_none(
-    tmp_path: Path, function_target: str, line: str
-) -> None:
-    _, archive = registered_archive(
-        source=str(app_dir(tmp_path)), app_target="app:app", function_target=function_target
-    )
-    assert line in asset_text(archive, "main.py").splitlines()
+def test_no_main_py_is_generated(tmp_path: Path) -> None:
+    _, archive = registered_archive(source=str(app_dir(tmp_path)), app_target="app:app")
+    assert "main.py" not in archive.assets
 
 
 def test_caches_pulumi_files_and_excluded_paths_stay_out(tmp_path: Path) -> None:
@@ -161,14 +156,20 @@ def test_caches_pulumi_files_and_excluded_paths_stay_out(tmp_path: Path) -> None
     )
     _, archive = registered_archive(source=str(root), app_target="app:app", source_exclude=["infra", "test*"])
     app_files = {p for p in archive.assets if not p.startswith("queuerun/")}
-    assert app_files == {"app.py", "lib/util.py", "main.py", "requirements.txt"}
+    assert app_files == {"app.py", "lib/util.py", "Dockerfile", "requirements.txt"}
 
 
 def test_source_package_uploads_the_app_under_its_package_path(tmp_path: Path) -> None:
     root = app_dir(tmp_path, {"__init__.py": ""})
     _, archive = registered_archive(source=str(root), source_package="acme.shop", app_target="acme.shop.app:app")
     app_files = {p for p in archive.assets if not p.startswith("queuerun/")}
-    assert app_files == {"acme/__init__.py", "acme/shop/__init__.py", "acme/shop/app.py", "main.py", "requirements.txt"}
+    assert app_files == {
+        "acme/__init__.py",
+        "acme/shop/__init__.py",
+        "acme/shop/app.py",
+        "Dockerfile",
+        "requirements.txt",
+    }
     assert asset_file(archive, "acme/shop/__init__.py") == root / "__init__.py"  # the app's own
     assert asset_text(archive, "acme/__init__.py") == ""  # generated: a regular package, not a namespace
 
@@ -178,7 +179,7 @@ def test_source_package_uploads_the_app_under_its_package_path(tmp_path: Path) -
 
 def test_the_object_name_is_the_digest_of_the_bundle() -> None:
     name, _ = registered_archive()
-    bundle = source_bundle(APP_SOURCE, function_target="queuerun")
+    bundle = source_bundle(APP_SOURCE)
     assert name == f"source-{bundle.digest()}.zip"
 
 
@@ -189,7 +190,7 @@ def test_the_digest_changes_with_every_input(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(source, "queuerun", types.SimpleNamespace(__file__=str(runtime_copy / "__init__.py")))
 
     def digest(**options: Any) -> str:
-        return source_bundle(root, **{"function_target": "queuerun", **options}).digest()
+        return source_bundle(root, **options).digest()
 
     seen = [digest()]
     assert digest() == seen[0]  # stable
@@ -199,7 +200,7 @@ def test_the_digest_changes_with_every_input(tmp_path: Path, monkeypatch: pytest
     seen.append(digest())
     (runtime_copy / "server" / "functions.py").write_text("# a new runtime\n", encoding="utf-8")
     seen.append(digest())
-    seen.append(digest(function_target="handle"))  # the generated main.py
+    seen.append(digest(base_image="python:3.12-slim"))  # the generated Dockerfile
     seen.append(digest(package="acme.shop"))
     monkeypatch.setattr(source, "RUNTIME_REQUIREMENTS", (*RUNTIME_REQUIREMENTS, "grpcio>=1.60"))
     seen.append(digest())
@@ -209,11 +210,196 @@ def test_the_digest_changes_with_every_input(tmp_path: Path, monkeypatch: pytest
 # --- the archive serves ---------------------------------------------------------------------------------
 
 
+# What the image's CMD (``python -m queuerun.server``) does before binding $PORT: load the App named by
+# QUEUERUN_APP and build the ASGI app it serves; prints what it found.
+_SERVE_CHECK = """
+import json, os
+import queuerun
+from queuerun.server.__main__ import main
+from queuerun.server.app import create_push_app
+from queuerun.server.serve import load_app
+app = load_app("app:app")
+create_push_app(app)
+print(json.dumps({"runtime": os.path.relpath(queuerun.__file__), "app": app.name,
+                  "queues": sorted(spec.name for spec in app.specs)}))
+"""
+
+
 def test_the_unpacked_archive_serves_the_app_without_the_repository(tmp_path: Path) -> None:
     root = app_dir(tmp_path / "src")
     _, archive = registered_archive(source=str(root), app_target="app:app")
-    served = serve_from(extract(archive, tmp_path / "workspace"), function_target="queuerun", app_target="app:app")
+    workspace = extract(archive, tmp_path / "workspace")
+    assert 'CMD ["python", "-m", "queuerun.server"]' in (workspace / "Dockerfile").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("QUEUERUN_")}
+    # What the service's environment gives the push server (the component sets these on Cloud Run).
+    env |= {
+        "QUEUERUN_PUSH_AUDIENCE": "queuerun:p:shop",
+        "QUEUERUN_PUSH_SERVICE_ACCOUNT": "shop-push@p.iam.gserviceaccount.com",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_CHECK], cwd=workspace, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    served = json.loads(done.stdout.splitlines()[-1])
     assert served == {"runtime": "queuerun/__init__.py", "app": "shop", "queues": ["emails"]}
+
+
+# --- only the app ships ---------------------------------------------------------------------------------
+
+
+def shipped(root: Path, **options: Any) -> set[str]:
+    """The app's paths in the bundle of ``root`` (the runtime copy and generated files left out)."""
+    files = source_bundle(root, **options).files
+    return {p for p in files if not p.startswith("queuerun/") and p not in ("Dockerfile", "requirements.txt")}
+
+
+NEVER_SHIPPED = {
+    ".queuerun/dev.sqlite3": "",
+    ".queuerun/logs/pubsub.log": "",
+    ".env": "TOKEN=secret\n",
+    ".env.local": "TOKEN=secret\n",
+    "lib/.env.production": "TOKEN=secret\n",
+    ".git/HEAD": "ref: refs/heads/main\n",
+    ".hg/store": "",
+    ".venv/lib/site.py": "",
+    "venv/bin/activate": "",
+    "env/pyvenv.cfg": "home = /usr/bin\n",
+    "env/lib/site.py": "",
+    "dist/shop-1.0.tar.gz": "",
+    "build/lib/app.py": "",
+    "shop.egg-info/PKG-INFO": "",
+    "node_modules/left-pad/index.js": "",
+    "__pycache__/app.cpython-311.pyc": "",
+    "lib/__pycache__/util.cpython-311.pyc": "",
+    ".mypy_cache/x.json": "",
+    ".pytest_cache/v": "",
+    ".ruff_cache/x": "",
+    "lib/stale.pyc": "",
+    "Pulumi.yaml": "name: x\n",
+    "infra/Pulumi.dev.yaml": "config: {}\n",
+}
+
+
+def test_dev_state_secrets_vcs_virtualenvs_caches_and_build_outputs_never_ship(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {**NEVER_SHIPPED, "lib/util.py": "", "env.py": "", "lib/build/steps.py": ""})
+    # A build/ folder below the root may be a package of the app: only the root one is packaging output.
+    assert shipped(root) == {"app.py", "env.py", "lib/util.py", "lib/build/steps.py"}
+
+
+def test_an_ignore_file_cannot_bring_back_what_never_ships(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {**NEVER_SHIPPED, ".gcloudignore": "!.env\n!.queuerun/\n!dist/\n"})
+    assert shipped(root) == {"app.py"}
+
+
+def test_gcloudignore_is_honoured(tmp_path: Path) -> None:
+    root = app_dir(
+        tmp_path,
+        {
+            ".gcloudignore": "# deploy only the app\ndocs/\n*.md\n!KEEP.md\n/data\n",
+            ".gitignore": "lib/\n",  # not read: .gcloudignore wins, as with gcloud
+            "docs/index.html": "",
+            "README.md": "",
+            "KEEP.md": "",
+            "data/big.csv": "",
+            "lib/data/small.csv": "",
+            "lib/util.py": "",
+        },
+    )
+    assert shipped(root) == {"app.py", "KEEP.md", "lib/data/small.csv", "lib/util.py"}
+
+
+def test_gcloudignore_includes_gitignore_where_it_says_so(tmp_path: Path) -> None:
+    root = app_dir(
+        tmp_path,
+        {
+            ".gcloudignore": "#!include:.gitignore\n!notes/keep.txt\n",
+            ".gitignore": "notes/*.txt\nscratch.py\n",
+            "notes/a.txt": "",
+            "notes/keep.txt": "",
+            "scratch.py": "",
+        },
+    )
+    assert shipped(root) == {"app.py", "notes/keep.txt"}
+
+
+def test_gitignore_is_used_when_there_is_no_gcloudignore_nested_ones_too(tmp_path: Path) -> None:
+    root = app_dir(
+        tmp_path,
+        {
+            ".gitignore": "*.log\nlocal/\n",
+            "server.log": "",
+            "local/settings.py": "",
+            "lib/.gitignore": "generated_*.py\n!keep.log\n",
+            "lib/generated_models.py": "",
+            "lib/keep.log": "",
+            "lib/util.py": "",
+            "generated_root.py": "",  # lib/.gitignore applies below lib/ only
+        },
+    )
+    assert shipped(root) == {"app.py", "generated_root.py", "lib/keep.log", "lib/util.py"}
+
+
+def test_source_exclude_still_applies_after_the_ignore_files(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {".gitignore": "*.log\n", "tests/test_app.py": "", "lib/util.py": "", "x.log": ""})
+    assert shipped(root, exclude=("test*",)) == {"app.py", "lib/util.py"}
+
+
+def test_the_digest_ignores_what_does_not_ship_and_follows_what_does(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {".queuerun/dev.sqlite3": "v1", ".env": "A=1\n"})
+    before = source_bundle(root).digest()
+    (root / ".queuerun" / "dev.sqlite3").write_bytes(b"a new job")
+    (root / ".queuerun" / "emulator.log").write_text("started\n")
+    (root / ".env").write_text("A=2\n")
+    assert source_bundle(root).digest() == before
+    (root / "app.py").write_text(APP_PY + "# edited\n")
+    assert source_bundle(root).digest() != before
+
+
+def test_the_digest_is_the_same_for_the_same_files_whatever_their_mtime_or_order(tmp_path: Path) -> None:
+    files = {"lib/b.py": "b = 1\n", "lib/a.py": "a = 1\n", "z.py": ""}
+    first = app_dir(tmp_path / "one", files)
+    second = app_dir(tmp_path / "two", dict(reversed(list(files.items()))))
+    os.utime(second / "lib" / "a.py", (1_000_000, 1_000_000))
+    assert source_bundle(first).digest() == source_bundle(second).digest()
+
+
+# --- the Dockerfile -------------------------------------------------------------------------------------
+
+
+def test_the_generated_dockerfile_installs_the_requirements_then_copies_the_app_and_runs_the_server(
+    tmp_path: Path,
+) -> None:
+    _, archive = registered_archive(source=str(app_dir(tmp_path)), app_target="app:app")
+    lines = asset_text(archive, "Dockerfile").splitlines()
+    assert lines[1] == "FROM python:3.11-slim"
+    assert "ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1" in lines
+    assert "WORKDIR /app" in lines
+    # Requirements first: the dependency layer survives a change to the app's code.
+    order = [lines.index(x) for x in ("COPY requirements.txt .", "RUN pip install -r requirements.txt", "COPY . .")]
+    assert order == sorted(order)
+    user = [line for line in lines if line.startswith("USER ")]
+    assert user and user[-1] not in ("USER root", "USER 0") and lines.index(user[-1]) > order[-1]
+    assert lines[-1] == 'CMD ["python", "-m", "queuerun.server"]'
+
+
+def test_the_base_image_can_be_chosen(tmp_path: Path) -> None:
+    bundle = source_bundle(app_dir(tmp_path), base_image="python:3.12-slim-bookworm")
+    assert "FROM python:3.12-slim-bookworm" in str(bundle.files["Dockerfile"]).splitlines()
+    assert bundle.generated_dockerfile
+
+
+def test_an_apps_own_dockerfile_is_shipped_as_is(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {"Dockerfile": "FROM gcr.io/distroless/python3\n"})
+    bundle = source_bundle(root)
+    assert bundle.files["Dockerfile"] == root / "Dockerfile"
+    assert not bundle.generated_dockerfile
+
+
+def test_an_apps_own_dockerfile_is_at_the_archive_root_under_source_package(tmp_path: Path) -> None:
+    root = app_dir(tmp_path, {"__init__.py": "", "Dockerfile": "FROM python:3.12\n"})
+    files = source_bundle(root, package="acme.shop").files
+    assert files["Dockerfile"] == root / "Dockerfile"
+    assert "acme/shop/Dockerfile" not in files
 
 
 # --- what the component refuses ------------------------------------------------------------------------
@@ -224,10 +410,9 @@ def test_the_unpacked_archive_serves_the_app_without_the_repository(tmp_path: Pa
     ("overrides", "expected"),
     [
         ({"app_target": "shop.app:app"}, "module 'shop.app' is not in the uploaded source (['app'])"),
-        ({"app_target": "main:app"}, "main.py is generated by the component and holds only the functions-framework"),
+        ({"app_target": "main:app"}, "module 'main' is not in the uploaded source (['app'])"),
         ({"source_package": "acme.shop", "app_target": "app:app"}, "module 'app' is not in the uploaded source"),
         ({"source_package": "acme-shop", "app_target": "app:app"}, "source_package must be a dotted Python package"),
-        ({"app_target": "app:app", "function_target": "not-a-name"}, "function_target must be a Python identifier"),
         ({"app_target": "app:app", "source_exclude": "infra"}, "source_exclude must be a list of glob patterns"),
         ({"app_target": "app:app", "queuerun/server.py": ""}, "holds a queuerun/ directory"),
     ],
@@ -272,7 +457,7 @@ def test_from_app_target_of_a_top_level_module_uploads_its_directory_at_the_root
     args = QueueRunAppArgs.from_app_target("solo_app:app")
     assert (Path(str(args.source)), args.source_package, args.app_target) == (root, None, "solo_app:app")
     _, archive = registered_archive(**{f.name: getattr(args, f.name) for f in fields(args)} | {"region": "us-central1"})
-    assert "solo_app.py" in archive.assets and "main.py" in archive.assets
+    assert "solo_app.py" in archive.assets and "Dockerfile" in archive.assets
 
 
 @pytest.mark.parametrize(
