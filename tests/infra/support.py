@@ -1,8 +1,9 @@
-"""Pulumi mocks and graph helpers for the component tests: the real SDKs, no engine, no cloud.
+"""Graph helpers for the component tests: the real SDKs, no engine, no cloud.
 
-``build(factory)`` runs a Pulumi program under fresh mocks and returns the registered graph: every
-resource with its type, logical name, parent type (from the URN) and inputs as the engine saw them
-(camelCase keys; ints arrive as floats through protobuf).
+``build(program)`` runs a Pulumi program under fresh mocks (``queuerun_gcp.mocks``, shared with
+``queuerun preview``) and returns the registered graph: every resource with its type, logical name,
+parent type (from the URN) and inputs as the engine saw them (camelCase keys; ints arrive as floats
+through protobuf). Snapshots, archives and least-privilege checks are test-only and live here.
 """
 
 from __future__ import annotations
@@ -14,88 +15,24 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from queuerun.spec import QueueSpec, make_spec
+from queuerun_gcp import mocks
+from queuerun_gcp.mocks import PROJECT, PROJECT_NUMBER, Mocks, Res, run_program  # noqa: F401 (tests import them here)
 from queuerun_gcp.source import RUNTIME_PACKAGE
 
-PROJECT = "test-project"
-PROJECT_NUMBER = "123456789"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 APP_SOURCE = Path(__file__).parent / "fixtures" / "app"
 
 
-class Mocks(pulumi.runtime.Mocks):
-    """Fills in the computed outputs the component reads (emails, ids, the service URI)."""
-
-    def __init__(self) -> None:
-        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.calls: list[str] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.inputs[(args.typ, args.name)] = dict(args.inputs)
-        state = dict(args.inputs)
-        project = state.get("project") or PROJECT
-        rid = f"{args.name}_id"
-        if args.typ == "gcp:serviceaccount/account:Account":
-            email = f"{state['accountId']}@{project}.iam.gserviceaccount.com"
-            state.update(
-                email=email, member=f"serviceAccount:{email}", name=f"projects/{project}/serviceAccounts/{email}"
-            )
-        elif args.typ == "gcp:pubsub/topic:Topic":
-            rid = f"projects/{project}/topics/{state['name']}"
-        elif args.typ == "gcp:pubsub/subscription:Subscription":
-            rid = f"projects/{project}/subscriptions/{state['name']}"
-        elif args.typ == "gcp:cloudrunv2/service:Service":
-            state["uri"] = f"https://{state['name']}-abc123-uc.a.run.app"
-        return rid, state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        self.calls.append(args.token)
-        if args.token == "gcp:organizations/getProject:getProject":
-            return {"number": PROJECT_NUMBER, "projectId": PROJECT, "name": PROJECT}, []
-        return {}, []
-
-
-@dataclass(frozen=True)
-class Res:
-    urn: str
-    type: str
-    name: str
-    parent_type: str | None
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-
-
-@dataclass
-class Graph:
-    resources: list[Res]
-    result: Any = None
-    calls: list[str] = field(default_factory=list)
-
-    def of_type(self, suffix: str) -> list[Res]:
-        """Resources whose type ends with ``suffix`` (e.g. ``"pubsub/topic:Topic"``), sorted by name."""
-        return sorted((r for r in self.resources if r.type.endswith(suffix)), key=lambda r: r.name)
-
-    def named(self, name: str) -> Res:
-        found = [r for r in self.resources if r.name == name]
-        assert len(found) == 1, f"{name!r}: {len(found)} resources; names: {sorted(r.name for r in self.resources)}"
-        return found[0]
-
-    def iam_bindings(self) -> list[tuple[str, str, str, str]]:
-        """Every IAM binding as (resource type, target, role, member), sorted."""
-        out = []
-        for r in self.resources:
-            if "IAMMember" in r.type or "IamMember" in r.type:
-                i = r.inputs
-                target = i.get("topic") or i.get("subscription") or i.get("serviceAccountId") or i.get("name")
-                out.append((r.type.split(":")[-1], str(target or i.get("project")), i["role"], i["member"]))
-        return sorted(out)
+class Graph(mocks.Graph):
+    """The package's graph, plus the snapshot the snapshot test compares."""
 
     def snapshot(self) -> str:
         """Stable JSON of the graph: sorted resources, sorted keys, machine paths replaced."""
@@ -123,37 +60,10 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def build(factory: Callable[[], Any], config: dict[str, str] | None = None) -> Graph:
-    """Run ``factory`` as a Pulumi program under fresh mocks; return the registered graph."""
-    mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project="queuerun", stack="test", preview=False)
-    pulumi.runtime.set_all_config(config or {})
-    holder: dict[str, Any] = {}
-
-    @pulumi.runtime.test
-    def program() -> None:
-        holder["result"] = factory()
-
-    program()
-    registry = pulumi.runtime.settings.SETTINGS.monitor.get_registered_resources()
-    resources = []
-    for urn, reg in registry.items():
-        qualified, name = urn.split("::")[2], urn.split("::")[3]
-        chain = qualified.split("$")
-        typ = chain[-1]
-        if typ == "pulumi:pulumi:Stack":
-            continue
-        resources.append(
-            Res(
-                urn=urn,
-                type=typ,
-                name=name,
-                parent_type=chain[-2] if len(chain) > 1 else None,
-                inputs=mocks.inputs.get((typ, name), {}),
-                outputs=dict(reg.state or {}),
-            )
-        )
-    return Graph(resources=resources, result=holder.get("result"), calls=list(mocks.calls))
+def build(program: Callable[[], Any] | Path, config: dict[str, str] | None = None) -> Graph:
+    """Run ``program`` (a callable, or a program directory) under fresh mocks; return the registered graph."""
+    g = run_program(program, config=config)
+    return Graph(**{f.name: getattr(g, f.name) for f in fields(g)})
 
 
 # --- the uploaded source, as Cloud Run would build and serve it ---------------------------------

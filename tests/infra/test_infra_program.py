@@ -9,8 +9,6 @@ framework target and the App that ``QUEUERUN_APP`` names, without the repository
 from __future__ import annotations
 
 import importlib
-import runpy
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,15 +51,7 @@ _graphs: dict[str, Graph] = {}
 def program_graph(example: Example) -> Graph:
     """The graph of the example's program, run as Pulumi runs it (built once per example)."""
     if example.name not in _graphs:
-        saved = list(sys.path)
-        try:
-            _graphs[example.name] = build(
-                lambda: runpy.run_path(str(example.program_dir / "__main__.py"), run_name="__main__")
-            )
-        finally:
-            sys.path[:] = saved
-            if example.module == "app":  # the quickstart imports its app.py as a top-level module
-                sys.modules.pop("app", None)
+        _graphs[example.name] = build(example.program_dir)
     return _graphs[example.name]
 
 
