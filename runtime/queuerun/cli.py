@@ -3,18 +3,25 @@
 Every command that needs the app takes ``--app module:attribute`` (default: ``$QUEUERUN_APP``).
 Backends come from the usual settings; the embedded backend keeps its state in a SQLite file
 (default ``.queuerun/<app>.sqlite3``) so ``push`` and ``dlq`` see what ``dev`` runs.
+
+Every command takes ``--env-file FILE`` (default ``$QUEUERUN_ENV_FILE``): the settings of a
+deployed app (``pulumi stack output queuerun_env --json > prod.json``), which override the
+environment for that command, so ``queuerun dlq list QUEUE --env-file prod.json`` reads that
+deployment's project, Firestore database and regional Pub/Sub endpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .env_file import read_env_file
 from .errors import QueueRunError
 from .settings import ENV
 
@@ -33,14 +40,42 @@ def default_state_file(app_name: str) -> Path:
     return Path.cwd() / ".queuerun" / f"{app_name}.sqlite3"
 
 
-def load(target: str | None) -> App:
+def load(target: str | None, env_file: Mapping[str, str] | None = None) -> App:
+    """The App named by ``target`` or ``QUEUERUN_APP``; ``env_file`` settings win over the app's own."""
     from .server.serve import load_app
 
     if str(Path.cwd()) not in sys.path:  # "examples.shop.app:app" from the project folder
         sys.path.insert(0, str(Path.cwd()))
     if not target and not os.environ.get(ENV.APP):
         raise CliError(f"which app? pass --app module:attribute or set {ENV.APP}")
-    return load_app(target)
+    app = load_app(target)
+    if env_file:
+        # The app may have read its settings already, or carry a mapping of its own: the user named
+        # a deployment explicitly, so its settings go on top of whichever the app had.
+        source = app._settings_source
+        base = source if isinstance(source, Mapping) else os.environ
+        app.use_settings({**base, **env_file})
+    return app
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` on top for one command (subprocesses such as ``dev``'s inherit them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _env_file(args: argparse.Namespace) -> dict[str, str]:
+    values: dict[str, str] = getattr(args, "env_values", {})
+    return values
 
 
 def backend_for(app: App, state_file: str | None) -> Backend:
@@ -60,7 +95,7 @@ def backend_for(app: App, state_file: str | None) -> Backend:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    app = load(args.app)
+    app = load(args.app, _env_file(args))
     rows = [("queue", "type", "timeout", "attempts", "backoff", "dedupe", "http", "delivery")]
     for s in app.specs:
         rows.append(
@@ -82,7 +117,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    print(load(args.target).manifest().to_json())
+    print(load(args.target, _env_file(args)).manifest().to_json())
     return 0
 
 
@@ -105,7 +140,7 @@ def _payload(args: argparse.Namespace) -> Any:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    app = load(args.app)
+    app = load(args.app, _env_file(args))
     payload = _payload(args)
     queue = app.queues(args.queue)
     if args.group is not None:
@@ -124,7 +159,7 @@ def _show(value: Any) -> str:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    app = load(args.app)
+    app = load(args.app, _env_file(args))
     app.spec(args.queue)  # unknown queue: a clear error before touching the backend
     backend = backend_for(app, args.state)
     if args.action == "replay":
@@ -172,7 +207,7 @@ def _progress(done: int, total: int, width: int = 30) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     from .devserver import run_dev
 
-    app = load(args.target)  # fail fast on a bad target, before uvicorn starts
+    app = load(args.target, _env_file(args))  # fail fast on a bad target, before uvicorn starts
     if args.emulators:
         from .emulator_dev import run_on_emulators
 
@@ -193,19 +228,33 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.serve import serve
 
-    serve(load(args.target), host=args.host, port=args.port)
+    serve(load(args.target, _env_file(args)), host=args.host, port=args.port)
     return 0
 
 
+ENV_FILE_HELP = (
+    "settings of a deployed app, overriding the environment: a JSON object "
+    f"(pulumi stack output queuerun_env --json) or KEY=VALUE lines (default ${ENV.ENV_FILE})"
+)
+
+
 def parser() -> argparse.ArgumentParser:
+    # Accepted before or after the command; SUPPRESS keeps a subcommand's absent option from
+    # overwriting the one given before it.
+    env_file = argparse.ArgumentParser(add_help=False)
+    env_file.add_argument("--env-file", metavar="FILE", default=argparse.SUPPRESS, help=ENV_FILE_HELP)
     top = argparse.ArgumentParser(prog="queuerun", description="Job queues on Google Cloud: develop, push, inspect.")
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    top.add_argument("--env-file", metavar="FILE", default=None, help=ENV_FILE_HELP)
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def sub_parser(name: str, **options: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[env_file], **options)
 
     def with_app(p: argparse.ArgumentParser) -> None:
         p.add_argument("--app", help=f"module:attribute of the App (default ${ENV.APP})")
         p.add_argument("--state", help="embedded backend state file (default .queuerun/<app>.sqlite3)")
 
-    p = sub.add_parser("dev", help="run the app locally: HTTP endpoints, workers, reload on change")
+    p = sub_parser("dev", help="run the app locally: HTTP endpoints, workers, reload on change")
     p.add_argument("target", metavar="MODULE:APP")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -218,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_dev)
 
-    p = sub.add_parser("push", help="queue one job")
+    p = sub_parser("push", help="queue one job")
     p.add_argument("queue")
     p.add_argument("payload", nargs="?", help="JSON payload, or - to read JSON from stdin")
     p.add_argument("--text", help="plain-text payload")
@@ -229,22 +278,22 @@ def parser() -> argparse.ArgumentParser:
     with_app(p)
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("dlq", help="dead letters: list, show, replay")
+    p = sub_parser("dlq", help="dead letters: list, show, replay")
     p.add_argument("action", choices=["list", "show", "replay"])
     p.add_argument("queue")
     p.add_argument("job_id", nargs="?", help="with show: the dead letter's job id")
     with_app(p)
     p.set_defaults(func=cmd_dlq)
 
-    p = sub.add_parser("queues", help="table of the declared queues and their settings")
+    p = sub_parser("queues", help="table of the declared queues and their settings")
     with_app(p)
     p.set_defaults(func=cmd_queues)
 
-    p = sub.add_parser("manifest", help="print the app's queue declarations as JSON (for infra repos)")
+    p = sub_parser("manifest", help="print the app's queue declarations as JSON (for infra repos)")
     p.add_argument("target", metavar="MODULE:APP")
     p.set_defaults(func=cmd_manifest)
 
-    p = sub.add_parser("serve", help="the production server (what Cloud Run runs)")
+    p = sub_parser("serve", help="the production server (what Cloud Run runs)")
     p.add_argument("target", metavar="MODULE:APP", nargs="?", help=f"default ${ENV.APP}")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -258,7 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("queuerun dlq show: give the job id of the dead letter", file=sys.stderr)
         return EXIT_USAGE
     try:
-        code: int = args.func(args)
+        path = args.env_file or os.environ.get(ENV.ENV_FILE)
+        args.env_values = read_env_file(path) if path else {}
+        with environment(args.env_values):
+            code: int = args.func(args)
     except QueueRunError as exc:
         print(f"queuerun {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -132,7 +132,8 @@ def make_publisher(*, emulator_host: str | None = None, endpoint: str | None = N
     )
 
 
-def make_subscriber(*, emulator_host: str | None = None) -> Any:
+def make_subscriber(*, emulator_host: str | None = None, endpoint: str | None = None) -> Any:
+    """A subscriber; ``endpoint`` is the locational one (``<region>-pubsub.googleapis.com:443``) if any."""
     from google.cloud.pubsub_v1 import SubscriberClient
 
     if emulator_host:
@@ -140,6 +141,8 @@ def make_subscriber(*, emulator_host: str | None = None) -> Any:
         from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
         return SubscriberClient(transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host)))
+    if endpoint:
+        return SubscriberClient(client_options={"api_endpoint": endpoint})
     return SubscriberClient()
 
 
@@ -239,7 +242,9 @@ class GcpBackend(Backend):
     def subscriber(self) -> Any:
         with self._clients_lock:
             if self._subscriber is None:
-                self._subscriber = make_subscriber(emulator_host=self._pubsub_emulator_host)
+                self._subscriber = make_subscriber(
+                    emulator_host=self._pubsub_emulator_host, endpoint=self._pubsub_endpoint
+                )
             return self._subscriber
 
     @property
