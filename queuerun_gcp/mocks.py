@@ -25,7 +25,7 @@ import pulumi
 
 PROJECT = "test-project"
 PROJECT_NUMBER = "123456789"
-DYNAMIC_RESOURCE = "pulumi-python:dynamic:Resource"
+DYNAMIC_RESOURCE = "pulumi-python:dynamic"  # the type prefix of every dynamic resource (CloudBuildImage)
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -56,7 +56,7 @@ class Mocks(pulumi.runtime.Mocks):
             rid = f"projects/{project}/subscriptions/{state['name']}"
         elif args.typ == "gcp:cloudrunv2/service:Service":
             state["uri"] = f"https://{state['name']}-abc123-uc.a.run.app"
-        elif args.typ == DYNAMIC_RESOURCE and "image" in state and "tag" in state:
+        elif args.typ.startswith(DYNAMIC_RESOURCE) and "image" in state and "tag" in state:
             # A Cloud Build image: the digest depends on the tag only, so graphs stay reproducible.
             digest = hashlib.sha256(str(state["tag"]).encode()).hexdigest()
             state.update(image_digest_ref=f"{state['image']}@sha256:{digest}", build_id=f"build-{digest[:12]}")
