@@ -232,6 +232,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    # Imported here: the runtime must import without Pulumi (Cloud Run images do not ship it).
+    try:
+        from queuerun_gcp.preview import run_cli
+    except ImportError as exc:
+        print(f"queuerun preview: needs queuerun_gcp, pulumi and pulumi-gcp installed ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    return run_cli(args.program_dir, stack=args.stack, config=args.config)
+
+
 ENV_FILE_HELP = (
     "settings of a deployed app, overriding the environment: a JSON object "
     f"(pulumi stack output queuerun_env --json) or KEY=VALUE lines (default ${ENV.ENV_FILE})"
@@ -298,6 +308,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub_parser("preview", help="run a Pulumi program offline (mocks, no cloud): resources, warnings, problems")
+    p.add_argument("program_dir", metavar="PROGRAM_DIR", help="directory of the Pulumi program (or below it)")
+    p.add_argument("--stack", "-s", default="dev", help="stack whose Pulumi.<stack>.yaml config to use")
+    p.add_argument("--config", "-c", action="append", default=[], metavar="KEY=VALUE", help="config value (repeatable)")
+    p.set_defaults(func=cmd_preview)
     return top
 
 
