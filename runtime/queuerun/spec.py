@@ -36,6 +36,8 @@ PUSH_TIMEOUT_MAX: Final = 600.0  # Pub/Sub's ack deadline ceiling, which is also
 PULL_TIMEOUT_MAX: Final = 3600.0  # Cloud Run's request timeout ceiling
 ACK_DEADLINE_MIN: Final = 10
 ACK_DEADLINE_MARGIN: Final = 10  # lets the server answer 5xx itself before Pub/Sub gives up on the request
+# The longest push handler: its answer must still come inside the 600 s ack deadline.
+PUSH_TIMEOUT_MAX_HANDLER: Final = PUSH_TIMEOUT_MAX - ACK_DEADLINE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,14 @@ def _boolean(value: Any, _: Mapping[str, Any]) -> str | None:
 
 def _timeout(value: Any, options: Mapping[str, Any]) -> str | None:
     delivery = options.get("delivery", "push")
-    hi = PUSH_TIMEOUT_MAX if delivery == "push" else PULL_TIMEOUT_MAX
+    hi = PUSH_TIMEOUT_MAX_HANDLER if delivery == "push" else PULL_TIMEOUT_MAX
     problem = _number(0, hi, lo_open=True)(value, options)
     if problem and delivery == "push" and isinstance(value, (int, float)) and value > hi:
-        problem += " (push delivery: Pub/Sub's ack deadline, which is also the request timeout, is at most 600 s)"
+        problem += (
+            f" (push delivery: Pub/Sub's ack deadline, which is also the push request's deadline, is at most "
+            f"{PUSH_TIMEOUT_MAX:g} s, and the server needs {ACK_DEADLINE_MARGIN} s of it to answer a timed-out "
+            "job itself before Pub/Sub gives up on the request)"
+        )
     return problem
 
 

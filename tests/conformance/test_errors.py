@@ -52,8 +52,8 @@ def test_bad_queue_names(bad: str) -> None:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"timeout": 0}, "timeout must be more than 0 and at most 600, got 0"),
-        ({"timeout": 601}, "timeout must be more than 0 and at most 600, got 601"),
+        ({"timeout": 0}, "timeout must be more than 0 and at most 590, got 0"),
+        ({"timeout": 600}, "timeout must be more than 0 and at most 590, got 600"),
         ({"timeout": "60"}, "timeout must be a number of seconds, got '60'"),
         ({"max_attempts": 4}, "max_attempts must be between 5 and 100, got 4"),
         ({"max_attempts": 101}, "max_attempts must be between 5 and 100, got 101"),
