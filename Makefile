@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test lint bench
 
-# One install for both import packages (queuerun and queuerun_gcp) plus the dev tools.
-$(VENV)/.installed: pyproject.toml runtime/pyproject.toml
+# One install for both import packages (queuerun and queuerun_gcp) plus the dev tools, on the Pulumi
+# SDK versions pyproject.toml declares as floors (requirements/floors.txt).
+$(VENV)/.installed: pyproject.toml runtime/pyproject.toml requirements/floors.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c requirements/floors.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -81,3 +81,22 @@ def test_quickstart_shows_order_dedupe_and_retry() -> None:
     retried = next(i for i, line in enumerate(lines) if "flaky@example.com (attempt 2)" in line)
     assert failed < retried
     assert lines[-1].endswith("all jobs done; dead letters: 0")
+
+
+def _floors() -> dict[str, str]:
+    pins = (ROOT / "requirements" / "floors.txt").read_text(encoding="utf-8").splitlines()
+    return dict(line.split("==", 1) for line in pins if line and not line.startswith("#"))
+
+
+def test_pulumi_floors_are_the_versions_the_suite_runs() -> None:
+    # The component calls what its floors provide (InvokeOutputOptions, Cloud Run v2 fields): the
+    # lowest allowed versions are the ones installed for this very run (make install pins them).
+    import importlib.metadata
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    floors = _floors()
+    assert set(floors) == {"pulumi", "pulumi-gcp"}
+    for name, version in floors.items():
+        assert any(d.replace(" ", "").startswith(f"{name}>={version},") for d in declared), (name, declared)
+        assert importlib.metadata.version(name) == version, f"{name}: installed {importlib.metadata.version(name)}"
