@@ -15,12 +15,13 @@ from queuerun.errors import ConfigurationError, QueueNotFoundError
 from queuerun.settings import ENV
 from queuerun.spec import QueueSpec
 
-from . import iam
+from . import iam, reachability
 from .args import FIELD_NAMES, QueueRunAppArgs
+from .build import CloudBuildImage
 from .constants import (
+    BUILD_ACCOUNT_SUFFIX,
     CONTAINER_PORT,
     DEAD_LETTER_RETENTION,
-    FUNCTIONS_FRAMEWORK_ENV,
     NEVER_EXPIRE,
     PUSH_ACCOUNT_SUFFIX,
     PUSH_ROUTE_PREFIX,
@@ -30,9 +31,7 @@ from .constants import (
     TTL_COLLECTIONS,
     TTL_FIELD,
     TYPE_TOKEN,
-    UVICORN_BUILD_ENV,
     firestore_database_id,
-    pubsub_service_agent,
     push_audience,
     source_bucket_name,
 )
@@ -59,6 +58,23 @@ def _merge_args(args: QueueRunAppArgs | None, kwargs: Mapping[str, Any]) -> Queu
     if args is None:
         return QueueRunAppArgs(**kwargs)
     return dataclasses.replace(args, **kwargs)
+
+
+def pubsub_endpoint(region: str) -> str:
+    """The locational Pub/Sub endpoint of ``region``: ordering keys are ordered only within one region
+    (cloud.google.com/pubsub/docs/ordering)."""
+    return f"{region}-pubsub.googleapis.com:443"
+
+
+def operator_env(project: str, database: str, region: str, app_target: str) -> dict[str, str]:
+    """The settings a ``queuerun`` command needs to act on the deployed app (``--env-file``)."""
+    return {
+        ENV.BACKEND: "gcp",
+        ENV.PROJECT: project,
+        ENV.FIRESTORE_DATABASE: database,
+        ENV.PUBSUB_ENDPOINT: pubsub_endpoint(region),
+        ENV.APP: app_target,
+    }
 
 
 def _seconds(value: Any) -> pulumi.Input[str]:
@@ -113,8 +129,13 @@ class QueueRunApp(pulumi.ComponentResource):
         )
         self._project = a.project
         self._labels = {"managed-by": "queuerun", "queuerun-app": app, **a.labels}
-        apis = self._enable_apis() if a.enable_apis else []
+        self._door = reachability.door(a.access, invoker_iam_disabled=a.invoker_iam_disabled)
+        self.warnings: list[str] = []
+        apis = self._api_resources = self._apis()
+        # Every resource waits for the APIs: on a fresh project none of them is on.
         self._child = pulumi.ResourceOptions(parent=self, depends_on=apis)
+        # What holds jobs or state: with deletion protection, `pulumi destroy` stops before deleting any.
+        self._kept = pulumi.ResourceOptions(parent=self, depends_on=apis, protect=a.deletion_protection)
 
         self.runtime_account = gcp.serviceaccount.Account(
             f"{name}-runtime",
@@ -133,7 +154,12 @@ class QueueRunApp(pulumi.ComponentResource):
             opts=self._child,
         )
         audience = project_id.apply(lambda p: push_audience(p, app))
-        agent = project_info.number.apply(lambda n: pubsub_service_agent(str(n)))
+        # The Pub/Sub service agent may not exist right after the API is enabled; this creates it (or
+        # returns it) so the grants below never name a missing account.
+        self.pubsub_agent = gcp.projects.ServiceIdentity(
+            f"{name}-pubsub-agent", service="pubsub.googleapis.com", project=a.project, opts=self._child
+        )
+        agent = self.pubsub_agent.member
 
         database_name = self._firestore(region)
         self.service = self._service(region, project_id, audience, database_name)
@@ -143,6 +169,8 @@ class QueueRunApp(pulumi.ComponentResource):
             self.queue_resources[spec.name] = self._queue(spec, audience)
 
         self._bindings(project_id, database_name, agent)
+        for warning in reachability.warnings(a.access, self.specs, websockets=a.websockets):
+            self._warn(warning)
 
         self.url = self.service.uri
         self.service_name = self.service.name
@@ -154,6 +182,9 @@ class QueueRunApp(pulumi.ComponentResource):
         self.push_service_account_email = self.push_account.email
         self.push_audience = audience
         self.firestore_database = pulumi.Output.from_input(database_name)
+        self.queuerun_env = pulumi.Output.all(project_id, database_name, region, a.app_target).apply(
+            lambda values: operator_env(*values)
+        )
         self.register_outputs(
             {
                 "url": self.url,
@@ -166,19 +197,27 @@ class QueueRunApp(pulumi.ComponentResource):
                 "push_service_account_email": self.push_service_account_email,
                 "push_audience": self.push_audience,
                 "firestore_database": self.firestore_database,
+                "queuerun_env": self.queuerun_env,
             }
         )
 
     # --- building blocks ---------------------------------------------------------------------------
 
-    def _enable_apis(self) -> list[pulumi.Resource]:
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        pulumi.log.warn(f"QueueRunApp {self._name!r}: {message}", resource=self)
+
+    def _apis(self) -> list[pulumi.Resource]:
         wanted = REQUIRED_APIS + (SOURCE_BUILD_APIS if self.args.source is not None else ())
+        if not self.args.enable_apis:
+            self._warn(reachability.api_warning(wanted))
+            return []
         return [
             gcp.projects.Service(
                 f"{self._name}-api-{api.split('.')[0]}",
                 service=api,
                 project=self._project,
-                # Other stacks may rely on the API: destroying this app must not turn it off.
+                # Other stacks may rely on the API: destroying this app must never turn it off.
                 disable_on_destroy=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -202,7 +241,7 @@ class QueueRunApp(pulumi.ComponentResource):
                 # The provider's default (ABANDON) would leave the database behind on destroy.
                 deletion_policy="ABANDON" if a.deletion_protection else "DELETE",
                 project=self._project,
-                opts=self._child,
+                opts=self._kept,
             )
             database_name = database.name
         if a.firestore_ttl:
@@ -220,9 +259,12 @@ class QueueRunApp(pulumi.ComponentResource):
                 )
         return database_name
 
-    def _source_build(
-        self, bundle: SourceBundle, region: pulumi.Input[str], project_id: pulumi.Output[str]
-    ) -> tuple[pulumi.Output[str], pulumi.Output[str], gcp.cloudrunv2.ServiceBuildConfigArgs]:
+    def _source_build(self, bundle: SourceBundle, region: pulumi.Input[str], project_id: pulumi.Output[str]) -> Any:
+        """Upload the archive, build it with Cloud Build as the build account, and return the image by digest.
+
+        ``cloudrunv2.Service.build_config`` is not used: it records how a Cloud Run function was built and
+        starts no build (GoogleCloudPlatform/terraform-google-cloud-run#398), so the image would never exist.
+        """
         a, app = self.args, self.app_name
         bucket = gcp.storage.Bucket(
             f"{self._name}-source",
@@ -233,14 +275,15 @@ class QueueRunApp(pulumi.ComponentResource):
             public_access_prevention="enforced",
             force_destroy=not a.deletion_protection,
             labels=self._labels,
-            opts=self._child,
+            opts=self._kept,
         )
-        # The object name carries the content hash (app, runtime and generated files), so any change to
-        # them yields a new revision.
+        digest = bundle.digest()
+        # The object name carries the content hash: an unchanged app uploads nothing, builds nothing and
+        # rolls no revision; any change to the app, the runtime or a generated file builds a new image.
         archive = gcp.storage.BucketObject(
             f"{self._name}-source-archive",
             bucket=bucket.name,
-            name=f"source-{bundle.digest()}.zip",
+            name=f"source-{digest}.zip",
             source=bundle.archive(),
             opts=self._child,
         )
@@ -254,23 +297,55 @@ class QueueRunApp(pulumi.ComponentResource):
             labels=self._labels,
             opts=self._child,
         )
-        image_uri = pulumi.Output.concat(
-            region, "-docker.pkg.dev/", project_id, "/", repository.repository_id, "/", app
+        builder = gcp.serviceaccount.Account(
+            f"{self._name}-build",
+            account_id=f"{app}{BUILD_ACCOUNT_SUFFIX}",
+            display_name=f"queuerun {app}: source builds",
+            description="Runs the Cloud Build builds of the app's source: reads the archive, pushes the image",
+            project=a.project,
+            opts=self._child,
         )
-        base_image = pulumi.Output.concat(
-            region, "-docker.pkg.dev/serverless-runtimes/google-22-full/runtimes/", a.python_runtime
+        # A build with a user-specified account must log to Cloud Logging (or a bucket of one's own), which
+        # needs logWriter; that role exists only at project level
+        # (cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts).
+        grants = [
+            gcp.projects.IAMMember(
+                f"{self._name}-build-logs",
+                project=project_id,
+                role=iam.LOG_WRITER,
+                member=builder.member,
+                opts=self._child,
+            ),
+            gcp.storage.BucketIAMMember(
+                f"{self._name}-build-source-reader",
+                bucket=bucket.name,
+                role=iam.OBJECT_VIEWER,
+                member=builder.member,
+                opts=self._child,
+            ),
+            gcp.artifactregistry.RepositoryIamMember(
+                f"{self._name}-build-image-writer",
+                repository=repository.repository_id,
+                location=repository.location,
+                project=repository.project,
+                role=iam.ARTIFACT_WRITER,
+                member=builder.member,
+                opts=self._child,
+            ),
+        ]
+        image = CloudBuildImage(
+            f"{self._name}-image",
+            project=project_id,
+            region=region,
+            source_bucket=bucket.name,
+            source_object=archive.name,
+            image=pulumi.Output.concat(region, "-docker.pkg.dev/", project_id, "/", repository.repository_id, "/", app),
+            tag=digest,
+            service_account=builder.email,
+            # Built only once the build account may read the archive, push the image and write logs.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._api_resources, *grants]),
         )
-        uvicorn = a.source_server == "uvicorn"
-        build = gcp.cloudrunv2.ServiceBuildConfigArgs(
-            source_location=pulumi.Output.concat("gs://", bucket.name, "/", archive.name),
-            function_target=None if uvicorn else a.function_target,
-            environment_variables=dict(UVICORN_BUILD_ENV) if uvicorn else None,
-            image_uri=image_uri,
-            base_image=base_image,
-            enable_automatic_updates=True,
-            service_account=a.build_service_account,
-        )
-        return image_uri, base_image, build
+        return image.image_digest_ref
 
     def _service(
         self,
@@ -279,12 +354,10 @@ class QueueRunApp(pulumi.ComponentResource):
         audience: pulumi.Output[str],
         database_name: pulumi.Input[str],
     ) -> gcp.cloudrunv2.Service:
-        a = self.args
-        build: gcp.cloudrunv2.ServiceBuildConfigArgs | None = None
-        base_image: pulumi.Output[str] | None = None
+        a, door = self.args, self._door
         image: pulumi.Input[str]
         if self._bundle is not None:
-            image, base_image, build = self._source_build(self._bundle, region, project_id)
+            image = self._source_build(self._bundle, region, project_id)
         elif a.image is not None:
             image = a.image
         else:  # unreachable: validation requires exactly one of source and image
@@ -295,25 +368,26 @@ class QueueRunApp(pulumi.ComponentResource):
             ENV.APP: a.app_target,
             ENV.PUSH_AUDIENCE: audience,
             ENV.PUSH_SERVICE_ACCOUNT: self.push_account.email,
+            ENV.PUSH_AUTH: door.push_auth,
             ENV.FIRESTORE_DATABASE: database_name,
             # Ordering keys are only ordered when every publish goes to one region.
-            ENV.PUBSUB_ENDPOINT: pulumi.Output.concat(region, "-pubsub.googleapis.com:443"),
+            ENV.PUBSUB_ENDPOINT: pulumi.Output.from_input(region).apply(pubsub_endpoint),
         }
-        if a.source is not None and a.source_server == "functions-framework":
-            managed.update(FUNCTIONS_FRAMEWORK_ENV)
         env = {**a.env, **managed}
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
-        exposed = any(spec.http for spec in self.specs)
         return gcp.cloudrunv2.Service(
             f"{self._name}-service",
             name=self.app_name,
             location=region,
             project=self._project,
-            # Pub/Sub push from the same project passes internal ingress; HTTP queues need the internet.
-            ingress="INGRESS_TRAFFIC_ALL" if exposed else "INGRESS_TRAFFIC_INTERNAL_ONLY",
+            ingress=door.ingress,
+            # Cloud Run admits an ID token only if its audience is the run.app URL or a declared custom
+            # audience (cloud.google.com/run/docs/configuring/custom-audiences); the subscriptions cannot
+            # use the URL, an output of this very resource, so they use this fixed audience.
+            custom_audiences=[audience],
+            invoker_iam_disabled=door.invoker_iam_disabled,
             deletion_protection=a.deletion_protection,
             labels=self._labels,
-            build_config=build,
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=self.runtime_account.email,
                 timeout=_seconds(request_timeout),
@@ -325,7 +399,6 @@ class QueueRunApp(pulumi.ComponentResource):
                 containers=[
                     gcp.cloudrunv2.ServiceTemplateContainerArgs(
                         image=image,
-                        base_image_uri=base_image,
                         envs=[
                             gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
                             for key in sorted(env)
@@ -339,7 +412,7 @@ class QueueRunApp(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=self._child,
+            opts=self._kept,
         )
 
     def _queue(self, spec: QueueSpec, audience: pulumi.Output[str]) -> QueueResources:
@@ -349,14 +422,14 @@ class QueueRunApp(pulumi.ComponentResource):
             name=names.topic_id(app, spec.name),
             project=self._project,
             labels=self._labels,
-            opts=self._child,
+            opts=self._kept,
         )
         dead_letter_topic = gcp.pubsub.Topic(
             f"{prefix}-dlq",
             name=names.dead_letter_topic_id(app, spec.name),
             project=self._project,
             labels=self._labels,
-            opts=self._child,
+            opts=self._kept,
         )
         # A topic without a subscription drops what is published to it: dead letters need one.
         dead_letter_subscription = gcp.pubsub.Subscription(
@@ -368,7 +441,7 @@ class QueueRunApp(pulumi.ComponentResource):
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
             project=self._project,
             labels=self._labels,
-            opts=self._child,
+            opts=self._kept,
         )
         push = spec.delivery == "push"
         push_config = None
@@ -407,12 +480,12 @@ class QueueRunApp(pulumi.ComponentResource):
             push_config=push_config,
             project=self._project,
             labels=self._labels,
-            opts=self._child,
+            opts=self._kept,
         )
         return QueueResources(topic, subscription, dead_letter_topic, dead_letter_subscription)
 
     def _bindings(
-        self, project_id: pulumi.Output[str], database_name: pulumi.Input[str], agent: pulumi.Output[str]
+        self, project_id: pulumi.Output[str], database_name: pulumi.Input[str], agent: pulumi.Input[str]
     ) -> None:
         n = self._name
         runtime, push = self.runtime_account.member, self.push_account.member
@@ -434,7 +507,7 @@ class QueueRunApp(pulumi.ComponentResource):
             opts=self._child,
         )
         self._invoker(f"{n}-push-invoker", push)
-        if any(spec.public for spec in self.specs):
+        if self._door.all_users_invoker:
             self._invoker(f"{n}-public-invoker", iam.ALL_USERS)
         gcp.projects.IAMMember(
             f"{n}-runtime-datastore",

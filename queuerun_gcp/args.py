@@ -15,9 +15,9 @@ from queuerun.errors import ConfigurationError
 from queuerun.manifest import Manifest
 from queuerun.spec import QueueSpec
 
-from .constants import DEFAULT_APP_TARGET, DEFAULT_PYTHON_RUNTIME, FUNCTION_TARGET
+from .constants import DEFAULT_APP_TARGET, DEFAULT_BASE_IMAGE
 
-SourceServer = Literal["functions-framework", "uvicorn"]
+Access = Literal["private", "iam", "public"]
 
 
 class AppLike(Protocol):
@@ -45,9 +45,10 @@ class QueueRunAppArgs:
     """App name with ``queues=``; defaults to the component's name. Prefixes every cloud resource."""
 
     source: str | PathLike[str] | None = None
-    """Directory of the app's source: uploaded with the queuerun runtime, a ``main.py`` exposing the
-    functions-framework target (unless it has one) and a ``requirements.txt`` merging the runtime's
-    dependencies with its own, then built by Cloud Run."""
+    """Directory of the app's source. It is uploaded (only the app: ``.gcloudignore`` or ``.gitignore`` are
+    honoured, local state, secrets and caches never go) with the queuerun runtime, a ``requirements.txt``
+    merging the runtime's dependencies with the app's and a ``Dockerfile`` running the runtime's server;
+    Cloud Build builds it with the build service account and the service runs the image by digest."""
     source_package: str | None = None
     """Dotted package the ``source`` directory is uploaded as (``"examples.shop"`` puts it at
     ``examples/shop/``), for apps whose modules import their siblings relatively; ``app_target`` then
@@ -65,15 +66,27 @@ class QueueRunAppArgs:
     app_target: pulumi.Input[str] = DEFAULT_APP_TARGET
     """``module:attribute`` of the App inside the image (``QUEUERUN_APP``); with ``source``, a module of
     the uploaded source (checked at construction)."""
-    function_target: str = FUNCTION_TARGET
-    """functions-framework target for source builds; the runtime provides it."""
-    source_server: SourceServer = "functions-framework"
-    """What a source build runs: ``functions-framework`` (HTTP only) or ``uvicorn`` (the runtime's own
-    server, ``python -m queuerun.server``, set as the buildpack entrypoint): WebSockets need it."""
-    python_runtime: str = DEFAULT_PYTHON_RUNTIME
-    """Cloud Run base image runtime for source builds."""
-    build_service_account: pulumi.Input[str] | None = None
-    """Service account of source builds (``projects/P/serviceAccounts/EMAIL``); default: Cloud Run's."""
+    base_image: str = DEFAULT_BASE_IMAGE
+    """Base image of the generated Dockerfile of source builds (a Python 3.11+ image with pip)."""
+
+    access: Access = "private"
+    """Who can reach the service besides Pub/Sub push, which always can:
+
+    - ``"private"``: internal ingress; only Pub/Sub and callers inside the project's network that hold
+      ``roles/run.invoker`` (:meth:`QueueRunApp.grant_invoke`). HTTP queues and ``/_ws`` are not
+      reachable from the internet.
+    - ``"iam"``: reachable from the internet, but Cloud Run admits only requests with a Google ID token of
+      a member granted ``roles/run.invoker``: other services and scripts, not browsers.
+    - ``"public"``: anyone on the internet reaches the service (``allUsers`` invoker, or
+      ``invoker_iam_disabled``); the app's ``authenticate`` hook is then what admits callers. Needed by
+      browsers posting to HTTP queues and connecting to ``/_ws``, and by queues declared ``public=True``.
+    """
+    websockets: bool = False
+    """The app's pages connect to ``/_ws`` for job notifications (``socket.send``): browsers must reach
+    the service, so the component warns unless ``access="public"``."""
+    invoker_iam_disabled: bool = False
+    """With ``access="public"``: turn Cloud Run's invoker check off instead of granting ``allUsers``, for
+    organizations whose policy (domain restricted sharing) forbids ``allUsers``."""
 
     request_timeout: pulumi.Input[int] | None = None
     """Cloud Run request timeout in seconds, at least every ack deadline; default: the largest of those and 300."""
@@ -93,15 +106,19 @@ class QueueRunAppArgs:
     """Labels on every labelled resource (``managed-by: queuerun`` is always added)."""
 
     deletion_protection: bool = True
-    """Protects the service, database and source bucket from ``pulumi destroy``; False for throwaway stacks."""
+    """Protects the queues' topics and subscriptions (queued jobs, dead letters), the Firestore database,
+    the source bucket and the service: Pulumi ``protect`` on each, so ``pulumi destroy`` stops before
+    deleting any of them, plus the services' own deletion protection. False for throwaway stacks."""
     firestore_database: str | None = None
     """An existing Firestore database id (e.g. ``(default)``); by default a dedicated one is created."""
     firestore_location: str | None = None
     """Location of a created database; defaults to ``region``."""
     firestore_ttl: bool = True
     """Manage the TTL policies; set False if another stack already manages them on a shared database."""
-    enable_apis: bool = False
-    """Enable the required Google APIs (needs ``serviceusage`` permission); off: APIs are often managed centrally."""
+    enable_apis: bool = True
+    """Enable the Google APIs the app needs (none is on in a fresh project), never disabling them on
+    destroy; needs ``serviceusage.services.enable``. False leaves them to you: the component then warns
+    with the list to enable."""
 
     @classmethod
     def from_app_target(cls, target: str, **overrides: Any) -> QueueRunAppArgs:

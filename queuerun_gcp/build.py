@@ -22,7 +22,7 @@ Decisions:
 - The provider is pickled (dill) into the resource's state: it holds only plain settings and makes its
   HTTP session inside ``create``. Its class is pickled by reference, so the Pulumi program's
   environment must have ``queuerun_gcp`` installed (it has: the program imports it).
-- Failures raise :class:`queuerun.errors.QueueRunError` naming the build id, status, statusDetail and
+- Failures raise :class:`queuerun.errors.BuildError` naming the build id, status, statusDetail and
   log URL.
 """
 
@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol, cast
 import pulumi
 import pulumi.dynamic
 
-from queuerun.errors import QueueRunError
+from queuerun.errors import BuildError
 
 CLOUD_BUILD_URL: Final = "https://cloudbuild.googleapis.com/v1"
 DOCKER_BUILDER: Final = "gcr.io/cloud-builders/docker"
@@ -222,14 +222,14 @@ class CloudBuildProvider(pulumi.dynamic.ResourceProvider):
         return None
 
     def build(self, inputs: BuildInputs) -> BuildState:
-        """Submit the build of ``inputs`` and wait for it; raise QueueRunError unless it pushed the image."""
+        """Submit the build of ``inputs`` and wait for it; raise BuildError unless it pushed the image."""
         session = (self.session_factory or google_session)()
         builds_url = inputs.builds_url(self.base_url)
         body = build_request(inputs, timeout_seconds=int(self.max_wait))
         operation = _json(session.post(builds_url, json=body, timeout=_HTTP_TIMEOUT), f"POST {builds_url}")
         submitted = (operation.get("metadata") or {}).get("build") or {}
         if not submitted.get("id"):
-            raise QueueRunError(f"Cloud Build answered POST {builds_url} without a build id: {operation!r}")
+            raise BuildError(f"Cloud Build answered POST {builds_url} without a build id: {operation!r}")
         state = interpret(submitted, inputs)
         deadline = time.monotonic() + self.max_wait
         next_delay = poll_delays(self.first_poll, self.max_poll)
@@ -237,7 +237,7 @@ class CloudBuildProvider(pulumi.dynamic.ResourceProvider):
             delay = next_delay()
             if time.monotonic() + delay > deadline:
                 cancelled = _cancel(session, f"{builds_url}/{state.build_id}:cancel")
-                raise QueueRunError(
+                raise BuildError(
                     f"Cloud Build build {state.build_id} of {inputs.tagged} still {state.status} after "
                     f"{self.max_wait:.0f} s: " + ("cancelled" if cancelled else "could not cancel it")
                 )
@@ -247,7 +247,7 @@ class CloudBuildProvider(pulumi.dynamic.ResourceProvider):
                 continue
             state = interpret(_json(response, f"GET build {state.build_id}"), inputs)
         if state.error:
-            raise QueueRunError(state.error)
+            raise BuildError(state.error)
         return state
 
 
@@ -265,7 +265,7 @@ def _json(response: Response, what: str) -> dict[str, Any]:
             message = response.json()["error"]["message"]
         except Exception:  # an unreadable error body: show its start instead
             message = response.text[:500]
-        raise QueueRunError(f"Cloud Build {what}: HTTP {response.status_code}: {message}")
+        raise BuildError(f"Cloud Build {what}: HTTP {response.status_code}: {message}")
     body: dict[str, Any] = response.json()
     return body
 

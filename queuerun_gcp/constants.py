@@ -26,9 +26,9 @@ TTL_COLLECTIONS: Final = store_names.TTL_COLLECTION_GROUPS
 # Pub/Sub pushes each queue's jobs to ``{service_uri}{PUSH_ROUTE_PREFIX}{queue}``.
 PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
 
-# Source builds: the Cloud Run build runs functions-framework with this target. The runtime's
-# ``queuerun.server.functions`` module defines it (an async ASGI function); the uploaded ``main.py``
-# re-exports it (the component generates that file unless the app has its own).
+# The functions-framework target the runtime provides (``queuerun.server.functions``), for users who
+# deploy with Google's own ``gcloud run deploy --function`` flow; the component's builds run the
+# runtime's own server instead.
 FUNCTION_TARGET: Final = "queuerun"
 FUNCTION_SOURCE_MODULE: Final = "queuerun.server.functions"
 # The runtime's third-party dependencies, installed by the source build: queuerun itself is not on
@@ -45,20 +45,19 @@ RUNTIME_REQUIREMENTS: Final = (
     "pydantic>=2",
     "websockets>=15",
 )
-# The server of source builds: ``functions_framework.aio`` and ``FUNCTION_USE_ASGI`` (3.10 verified).
-SERVER_REQUIREMENTS: Final = ("functions-framework>=3.10",)
-# Read by the functions-framework CLI, not by queuerun: the target is an ASGI (Starlette) function.
-FUNCTIONS_FRAMEWORK_ENV: Final = {"FUNCTION_USE_ASGI": "1"}
-# ``source_server="uvicorn"``: the buildpack's entrypoint (a build-time variable) runs the runtime's
-# own server, which binds $PORT on Cloud Run and serves push, HTTP queues and WebSockets.
-UVICORN_BUILD_ENV: Final = {"GOOGLE_ENTRYPOINT": "python -m queuerun.server"}
+# What a source build's image runs (the generated Dockerfile's CMD): the runtime's own server, which
+# binds $PORT and serves push, HTTP queues and WebSockets.
+SERVER_COMMAND: Final = ("python", "-m", "queuerun.server")
+# Nothing beyond the runtime's own dependencies: its server is uvicorn, already among them.
+SERVER_REQUIREMENTS: Final[tuple[str, ...]] = ()
 DEFAULT_APP_TARGET: Final = "main:app"
-DEFAULT_PYTHON_RUNTIME: Final = "python311"
+DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 CONTAINER_PORT: Final = 8080
 
 # Service account ids are 6-30 characters: app names are 1-20, so these suffixes keep every id in range.
 RUNTIME_ACCOUNT_SUFFIX: Final = "-runtime"
 PUSH_ACCOUNT_SUFFIX: Final = "-push"
+BUILD_ACCOUNT_SUFFIX: Final = "-build"
 
 CLOUD_RUN_TIMEOUT_MAX: Final = 3600
 DEFAULT_REQUEST_TIMEOUT: Final = 300
@@ -67,17 +66,27 @@ DEAD_LETTER_RETENTION: Final = "2678400s"
 # An empty TTL is Pub/Sub's "never expires"; the default deletes subscriptions idle for 31 days.
 NEVER_EXPIRE: Final = ""
 
+# None of these is on in a fresh project (cloud.google.com/service-usage/docs/enabled-service).
+# cloudresourcemanager: the provider reads the project (number, IAM) through it.
 REQUIRED_APIS: Final = (
+    "cloudresourcemanager.googleapis.com",
+    "iam.googleapis.com",
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "firestore.googleapis.com",
-    "iam.googleapis.com",
 )
 SOURCE_BUILD_APIS: Final = (
     "cloudbuild.googleapis.com",
-    "storage.googleapis.com",
     "artifactregistry.googleapis.com",
+    "storage.googleapis.com",
 )
+
+# Who may reach the service besides Pub/Sub push (QueueRunAppArgs.access).
+ACCESS_CHOICES: Final = ("private", "iam", "public")
+# Values of the runtime's QUEUERUN_PUSH_AUTH: on an IAM-protected service Cloud Run has checked the push
+# token and forwards it with its signature removed; on a public one the server verifies it in full.
+PUSH_AUTH_IAM: Final = "cloud-run-iam"
+PUSH_AUTH_VERIFY: Final = "verify"
 
 
 def push_audience(project: str, app: str) -> str:
@@ -86,11 +95,6 @@ def push_audience(project: str, app: str) -> str:
     Fixed per app because the service URL cannot be fed back into the service (a graph cycle).
     """
     return f"queuerun:{project}:{app}"
-
-
-def pubsub_service_agent(project_number: str) -> str:
-    """IAM member of the Google-managed Pub/Sub service agent of a project."""
-    return f"serviceAccount:service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 
 def firestore_database_id(app: str) -> str:

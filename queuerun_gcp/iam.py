@@ -9,7 +9,12 @@ Who gets what:
 - Pub/Sub service agent: ``roles/iam.serviceAccountTokenCreator`` on the push account (to mint its
   OIDC tokens), ``roles/pubsub.publisher`` on dead-letter topics, ``roles/pubsub.subscriber`` on source
   subscriptions (to forward and ack dead letters);
-- ``allUsers``: ``roles/run.invoker`` on the service only when a queue is ``public`` over HTTP.
+- build service account (source deploys): ``roles/storage.objectViewer`` on the source bucket,
+  ``roles/artifactregistry.writer`` on the app's image repository, ``roles/logging.logWriter`` on the
+  project (Cloud Build requires Cloud Logging for builds run as a user-specified account; the role has
+  no narrower scope);
+- ``allUsers``: ``roles/run.invoker`` on the service only with ``access="public"`` (and not
+  ``invoker_iam_disabled``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ SUBSCRIBER: Final = "roles/pubsub.subscriber"
 RUN_INVOKER: Final = "roles/run.invoker"
 TOKEN_CREATOR: Final = "roles/iam.serviceAccountTokenCreator"
 DATASTORE_USER: Final = "roles/datastore.user"
+LOG_WRITER: Final = "roles/logging.logWriter"
+OBJECT_VIEWER: Final = "roles/storage.objectViewer"
+ARTIFACT_WRITER: Final = "roles/artifactregistry.writer"
 ALL_USERS: Final = "allUsers"
 
 

@@ -21,7 +21,7 @@ from queuerun.settings import ENV
 from queuerun.spec import QueueSpec, spec_problems, whole_number_problem
 
 from .args import QueueRunAppArgs
-from .constants import CLOUD_RUN_TIMEOUT_MAX, DEFAULT_REQUEST_TIMEOUT, FUNCTIONS_FRAMEWORK_ENV
+from .constants import ACCESS_CHOICES, CLOUD_RUN_TIMEOUT_MAX, DEFAULT_REQUEST_TIMEOUT
 from .source import SourceBundle, source_bundle
 
 # Pub/Sub topic and subscription ids: 3-255 chars, starting with a letter, never "goog".
@@ -226,15 +226,33 @@ def _app_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> st
     return None
 
 
-def _source_server(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
-    if value not in ("functions-framework", "uvicorn"):
-        return f"source_server must be 'functions-framework' or 'uvicorn', got {value!r}"
+def _access(value: Any, _: QueueRunAppArgs, specs: tuple[QueueSpec, ...]) -> str | None:
+    if value not in ACCESS_CHOICES:
+        return f"access must be one of {list(ACCESS_CHOICES)}, got {value!r}"
+    public = [spec.name for spec in specs if spec.public is True and spec.http is True]
+    if public and value != "public":
+        return (
+            f"queues {public!r} are declared public=True but access={value!r} keeps the service closed to "
+            "anonymous callers; set access='public' (the whole service is then reachable, and the app's "
+            "authenticate hook admits callers) or drop public=True"
+        )
     return None
 
 
-def _function_target(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
-    if not isinstance(value, str) or not value.isidentifier():
-        return f"function_target must be a Python identifier (a name in main.py), got {value!r}"
+def _invoker_iam_disabled(value: Any, args: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if not isinstance(value, bool):
+        return f"invoker_iam_disabled must be True or False, got {value!r}"
+    if value and args.access != "public":
+        return (
+            f"invoker_iam_disabled=True opens the service to everyone, which only access='public' means; "
+            f"got access={args.access!r}"
+        )
+    return None
+
+
+def _base_image(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        return f"base_image must be an image reference such as 'python:3.11-slim', got {value!r}"
     return None
 
 
@@ -255,7 +273,7 @@ def _source_exclude(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -
 
 
 def _env(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
-    clash = sorted(set(value) & (set(ENV.names()) | set(FUNCTIONS_FRAMEWORK_ENV)))
+    clash = sorted(set(value) & set(ENV.names()))
     if clash:
         return f"env may not set {clash!r}: the component sets the runtime's settings itself"
     return None
@@ -278,8 +296,9 @@ ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("max_instances", _max_instances),
     ArgRule("container_concurrency", _concurrency),
     ArgRule("app_target", _app_target),
-    ArgRule("function_target", _function_target),
-    ArgRule("source_server", _source_server),
+    ArgRule("access", _access),
+    ArgRule("invoker_iam_disabled", _invoker_iam_disabled),
+    ArgRule("base_image", _base_image),
     ArgRule("source_package", _source_package),
     ArgRule("source_exclude", _source_exclude),
     ArgRule("env", _env),
@@ -295,14 +314,14 @@ def _source_bundle(args: QueueRunAppArgs, specs: tuple[QueueSpec, ...], problems
     if (
         _source(args.source, args, specs)
         or _source_package(args.source_package, args, specs)
-        or _function_target(args.function_target, args, specs)
+        or _base_image(args.base_image, args, specs)
         or _source_exclude(args.source_exclude, args, specs)
     ):
         return None  # already reported by the rules
     bundle = source_bundle(
         Path(args.source),
         package=args.source_package,
-        function_target=args.function_target,
+        base_image=args.base_image,
         exclude=tuple(args.source_exclude),
     )
     problems.extend(bundle.problems)

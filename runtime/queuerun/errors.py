@@ -17,7 +17,8 @@
     ├── EnvelopeError             a Pub/Sub push body is not a valid envelope (.status: 400, or 413 too large)
     ├── RequestRejected           an HTTP request to a queue endpoint cannot be queued
     │                                (.status: 400, 404, 405, 413, 415 or 422; 503 when a check cannot run now)
-    └── AuthenticationError       raised by an App's authenticate hook (.status: 401, or 403)
+    ├── AuthenticationError       raised by an App's authenticate hook (.status: 401, or 403)
+    └── BuildError                a source deploy's Cloud Build build failed (queuerun_gcp; names the build)
 
 Messages name the queue, the field and the offending value.
 """
@@ -119,3 +120,7 @@ class AuthenticationError(QueueRunError):
             raise ValueError(f"AuthenticationError status must be 401 or 403, got {status!r}")
         self.status = status
         super().__init__(message)
+
+
+class BuildError(QueueRunError):
+    """Cloud Build could not build a source deploy's image: the message names the build, status and logs."""

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,23 @@ class Graph(mocks.Graph):
     def snapshot(self) -> str:
         """Stable JSON of the graph: sorted resources, sorted keys, machine paths replaced."""
         rows = [
-            {"type": r.type, "name": r.name, "parent": r.parent_type, "inputs": r.inputs}
+            {"type": r.type, "name": r.name, "parent": r.parent_type, "inputs": _stable_inputs(r.inputs)}
             for r in sorted(self.resources, key=lambda r: (r.type, r.name))
         ]
         text = json.dumps(rows, indent=1, sort_keys=True, default=_jsonable)
-        # The source digest covers the runtime package too: any runtime edit would otherwise show here.
+        # The source digest covers the runtime package too: any runtime edit would otherwise show here,
+        # in the object name, the build's tag and the image digest the service runs.
         text = re.sub(r"source-[0-9a-f]{16}\.zip", "source-<digest>.zip", text)
+        text = re.sub(r'"tag": "[0-9a-f]{16}"', '"tag": "<digest>"', text)
+        text = re.sub(r"@sha256:[0-9a-f]{64}", "@sha256:<digest>", text)
         return text.replace(str(REPO_ROOT), "<repo>") + "\n"
+
+
+def _stable_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A dynamic resource's pickled provider changes with the Python and dill versions, not with the graph."""
+    if "__provider" in inputs:
+        return {**inputs, "__provider": "<pickled provider>"}
+    return inputs
 
 
 def _jsonable(value: Any) -> Any:
@@ -68,15 +78,16 @@ def build(program: Callable[[], Any] | Path, config: dict[str, str] | None = Non
 
 # --- the uploaded source, as Cloud Run would build and serve it ---------------------------------
 
-# What the build's functions-framework does with the archive (``--target``, ``main.py``, ASGI), then
-# what the runtime does on the first request (``load_app`` of ``QUEUERUN_APP``); prints what it found.
+# What the image's CMD (``python -m queuerun.server``) does before binding $PORT: load the App named by
+# QUEUERUN_APP and build the ASGI app it serves; prints what it found.
 _SERVE_CHECK = """
 import json, os, sys
-from functions_framework.aio import create_asgi_app
-create_asgi_app(target=sys.argv[1], source="main.py")
 import queuerun
+from queuerun.server.__main__ import main
+from queuerun.server.app import create_push_app
 from queuerun.server.serve import load_app
-app = load_app(sys.argv[2])
+app = load_app(sys.argv[1])
+create_push_app(app)
 print(json.dumps({"runtime": os.path.relpath(queuerun.__file__), "app": app.name,
                   "queues": sorted(spec.name for spec in app.specs)}))
 """
@@ -109,14 +120,14 @@ def extract(archive: pulumi.AssetArchive, dest: Path) -> Path:
     return dest
 
 
-def serve_from(root: Path, *, function_target: str, app_target: str) -> dict[str, Any]:
-    """Load the functions-framework target and the App from an unpacked archive in a fresh interpreter
-    that sees only that directory (not the repository): what the Cloud Run container does at start-up."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("QUEUERUN_")}
+def serve_from(root: Path, *, app_target: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """Load the App and build the server from an unpacked archive in a fresh interpreter that sees only
+    that directory (not the repository), with the service's ``env``: what the container does at start-up."""
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("QUEUERUN_")}
     done = subprocess.run(
-        [sys.executable, "-c", _SERVE_CHECK, function_target, app_target],
+        [sys.executable, "-c", _SERVE_CHECK, app_target],
         cwd=root,
-        env=env,
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -164,9 +175,14 @@ PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 AUTHORITATIVE_IAM = ("IAMBinding", "IAMPolicy", "IamBinding", "IamPolicy")
 
 
+# The one unconditioned project-level grant: Cloud Build must log to Cloud Logging when a build runs as a
+# user-specified account, and logWriter exists at project level only.
+BUILD_LOG_WRITER = ("roles/logging.logWriter", "-build@")
+
+
 def assert_least_privilege(graph: Graph, *, public: bool) -> None:
     """No primitive role, no authoritative binding, nothing project-wide unless conditioned on the app's
-    database, and ``allUsers`` only when a queue is public."""
+    database (or the build account's log writing), and ``allUsers`` only when the service is public."""
     for r in graph.resources:
         if "IAM" not in r.type and "Iam" not in r.type:
             continue
@@ -174,6 +190,9 @@ def assert_least_privilege(graph: Graph, *, public: bool) -> None:
         assert r.inputs["role"] not in PRIMITIVE_ROLES, f"{r.name}: primitive role {r.inputs['role']}"
         if r.type.startswith(("gcp:projects/", "gcp:organizations/", "gcp:folder/")):
             expression = (r.inputs.get("condition") or {}).get("expression", "")
+            role, member = BUILD_LOG_WRITER
+            if r.inputs["role"] == role and member in r.inputs["member"]:
+                continue
             assert "/databases/" in expression, f"{r.name}: project-wide binding {r.inputs['role']} without a condition"
         if r.inputs["member"] in ("allUsers", "allAuthenticatedUsers"):
             assert public, f"{r.name}: {r.inputs['member']} granted {r.inputs['role']} but no queue is public"

@@ -17,7 +17,7 @@ import pulumi
 import pytest
 import requests
 
-from queuerun.errors import QueueRunError
+from queuerun.errors import BuildError
 from queuerun_gcp.build import (
     RESOURCE_TYPE,
     BuildInputs,
@@ -192,21 +192,21 @@ def test_create_submits_the_build_and_returns_the_image_once_it_succeeds(fake: F
 
 def test_a_failed_build_fails_create_with_its_id_and_status(fake: FakeCloudBuild) -> None:
     fake.script = [a_build("WORKING"), a_build("FAILURE", statusDetail="step 0 exited 1")]
-    with pytest.raises(QueueRunError) as caught:
+    with pytest.raises(BuildError) as caught:
         provider_for(fake).create(dict(PROPS))
     assert "build b-42" in str(caught.value) and "ended FAILURE: step 0 exited 1" in str(caught.value)
 
 
 def test_a_refused_submission_fails_create_with_googles_message(fake: FakeCloudBuild) -> None:
     fake.fail_create = (403, "Permission 'cloudbuild.builds.create' denied")
-    with pytest.raises(QueueRunError, match=r"HTTP 403: Permission 'cloudbuild.builds.create' denied"):
+    with pytest.raises(BuildError, match=r"HTTP 403: Permission 'cloudbuild.builds.create' denied"):
         provider_for(fake).create(dict(PROPS))
     assert fake.gets == []
 
 
 def test_a_build_that_outlasts_the_wait_is_cancelled_and_fails(fake: FakeCloudBuild) -> None:
     fake.script = [a_build("WORKING")]
-    with pytest.raises(QueueRunError, match=r"build b-42 .* still WORKING after 0 s: cancelled"):
+    with pytest.raises(BuildError, match=r"build b-42 .* still WORKING after 0 s: cancelled"):
         provider_for(fake, max_wait=0.2).create(dict(PROPS))
     assert fake.cancels == ["/v1/projects/p1/locations/europe-west1/builds/b-42:cancel"]
 

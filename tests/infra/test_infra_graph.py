@@ -7,17 +7,15 @@ from typing import Any
 import pytest
 
 from queuerun import names
-from queuerun.errors import ConfigurationError
 from queuerun.settings import ENV
 from queuerun.spec import make_spec
 from queuerun_gcp import DEDUPE_COLLECTION, DONE_COLLECTION, TTL_FIELD, TYPE_TOKEN, QueueRunApp
-from queuerun_gcp.constants import CLOUD_RUN_TIMEOUT_MAX, FUNCTIONS_FRAMEWORK_ENV
+from queuerun_gcp.constants import CLOUD_RUN_TIMEOUT_MAX
 
 from .support import (
     PROJECT,
     PROJECT_NUMBER,
     Graph,
-    Mocks,
     Res,
     StandInApp,
     assert_least_privilege,
@@ -31,7 +29,18 @@ RUNTIME = f"serviceAccount:shop-runtime@{PROJECT}.iam.gserviceaccount.com"
 PUSH_EMAIL = f"shop-push@{PROJECT}.iam.gserviceaccount.com"
 PUSH = f"serviceAccount:{PUSH_EMAIL}"
 SERVICE_URI = "https://shop-abc123-uc.a.run.app"
+BUILD_EMAIL = f"shop-build@{PROJECT}.iam.gserviceaccount.com"
+BUILD = f"serviceAccount:{BUILD_EMAIL}"
 AUDIENCE = f"queuerun:{PROJECT}:shop"
+BUILD_TYPE = "pulumi-python:dynamic/queuerun:CloudBuildImage"
+APIS = {
+    "cloudresourcemanager.googleapis.com",
+    "iam.googleapis.com",
+    "run.googleapis.com",
+    "pubsub.googleapis.com",
+    "firestore.googleapis.com",
+}
+SOURCE_APIS = {"cloudbuild.googleapis.com", "artifactregistry.googleapis.com", "storage.googleapis.com"}
 FIFO_SLUG = "update-profile-fifo-859e77"  # resource_slug("update_profile.fifo")
 
 QUEUE_CHILDREN = (
@@ -59,6 +68,13 @@ APP_CHILDREN = {
     ("gcp:storage/bucket:Bucket", "shop-source"),
     ("gcp:storage/bucketObject:BucketObject", "shop-source-archive"),
     ("gcp:artifactregistry/repository:Repository", "shop-images"),
+    ("gcp:projects/serviceIdentity:ServiceIdentity", "shop-pubsub-agent"),
+    ("gcp:serviceaccount/account:Account", "shop-build"),
+    ("gcp:projects/iAMMember:IAMMember", "shop-build-logs"),
+    ("gcp:storage/bucketIAMMember:BucketIAMMember", "shop-build-source-reader"),
+    ("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "shop-build-image-writer"),
+    (BUILD_TYPE, "shop-image"),
+    *(("gcp:projects/service:Service", f"shop-api-{api.split('.')[0]}") for api in APIS | SOURCE_APIS),
 }
 
 
@@ -158,28 +174,52 @@ def test_service_runs_as_runtime_account_with_timeout_covering_every_ack_deadlin
     assert template["containers"][0]["ports"] == {"containerPort": 8080}
 
 
-def test_service_is_public_ingress_because_a_queue_has_http(graph: Graph) -> None:
-    assert graph.named("shop-service").inputs["ingress"] == "INGRESS_TRAFFIC_ALL"
+def test_service_is_private_by_default_even_with_an_http_queue(graph: Graph) -> None:
+    service = graph.named("shop-service").inputs
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    assert service["invokerIamDisabled"] is False
+    assert not [b for b in graph.iam_bindings() if b[3] == "allUsers"]
+    assert any("'signup'" in w and "access='private'" in w for w in graph.result.warnings)
 
 
-def test_service_without_http_queues_accepts_internal_traffic_only() -> None:
-    app = StandInApp("shop", (make_spec("emails"),))
-    g = build(lambda: QueueRunApp("shop", **shop_args(app=app)))
-    assert g.named("shop-service").inputs["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+@pytest.mark.parametrize(
+    ("access", "disabled", "ingress", "all_users", "push_auth"),
+    [
+        ("private", False, "INGRESS_TRAFFIC_INTERNAL_ONLY", False, "cloud-run-iam"),
+        ("iam", False, "INGRESS_TRAFFIC_ALL", False, "cloud-run-iam"),
+        ("public", False, "INGRESS_TRAFFIC_ALL", True, "verify"),
+        ("public", True, "INGRESS_TRAFFIC_ALL", False, "verify"),
+    ],
+)
+def test_access_decides_ingress_invokers_and_how_push_tokens_are_checked(
+    access: str, disabled: bool, ingress: str, all_users: bool, push_auth: str
+) -> None:
+    g = build(lambda: QueueRunApp("shop", **shop_args(access=access, invoker_iam_disabled=disabled)))
+    service = g.named("shop-service").inputs
+    env = {e["name"]: e["value"] for e in service["template"]["containers"][0]["envs"]}
+    assert service["ingress"] == ingress
+    assert service["invokerIamDisabled"] is disabled
+    assert any(b[3] == "allUsers" for b in g.iam_bindings()) is all_users
+    # IAM-protected: Cloud Run checked the token and strips its signature; public: the server verifies it.
+    assert env[ENV.PUSH_AUTH] == push_auth
+
+
+def test_service_declares_the_push_audience_as_a_custom_audience(graph: Graph) -> None:
+    # Cloud Run's IAM layer admits only tokens for its run.app URL or a declared custom audience.
+    assert graph.named("shop-service").inputs["customAudiences"] == [AUDIENCE]
 
 
 def test_service_environment_is_what_the_runtime_reads(graph: Graph) -> None:
     envs = graph.named("shop-service").inputs["template"]["containers"][0]["envs"]
     env = {e["name"]: e["value"] for e in envs}
-    queuerun_env = {k: v for k, v in env.items() if k not in FUNCTIONS_FRAMEWORK_ENV}
-    assert set(queuerun_env) <= set(ENV.names())
+    assert set(env) <= set(ENV.names())
     assert env == {
-        "FUNCTION_USE_ASGI": "1",
         ENV.BACKEND: "gcp",
         ENV.PROJECT: PROJECT,
         ENV.APP: "main:app",
         ENV.PUSH_AUDIENCE: AUDIENCE,
         ENV.PUSH_SERVICE_ACCOUNT: PUSH_EMAIL,
+        ENV.PUSH_AUTH: "cloud-run-iam",
         ENV.FIRESTORE_DATABASE: "shop-queuerun",
         ENV.PUBSUB_ENDPOINT: "us-central1-pubsub.googleapis.com:443",
     }
@@ -196,23 +236,40 @@ def test_push_audience_on_subscriptions_matches_the_service_env(graph: Graph) ->
     assert audiences == {audience}
 
 
-def test_source_is_uploaded_privately_and_built_with_the_function_target(graph: Graph) -> None:
+def test_source_is_uploaded_privately_built_by_cloud_build_and_deployed_by_digest(graph: Graph) -> None:
     bucket = graph.named("shop-source").inputs
     archive = graph.named("shop-source-archive").inputs
-    build_config = graph.named("shop-service").inputs["buildConfig"]
-    container = graph.named("shop-service").inputs["template"]["containers"][0]
+    image = graph.named("shop-image")
+    service = graph.named("shop-service").inputs
+    container = service["template"]["containers"][0]
     assert bucket["uniformBucketLevelAccess"] is True
     assert bucket["publicAccessPrevention"] == "enforced"
     assert bucket["location"] == "us-central1"
     assert archive["bucket"] == bucket["name"]
     assert archive["name"].startswith("source-") and archive["name"].endswith(".zip")
-    assert {"main.py", "requirements.txt", "queuerun/server/functions.py"} <= set(archive["source"].assets)
-    assert build_config["sourceLocation"] == f"gs://{bucket['name']}/{archive['name']}"
-    assert build_config["functionTarget"] == "queuerun"
-    assert build_config["imageUri"] == f"us-central1-docker.pkg.dev/{PROJECT}/shop-queuerun/shop"
-    assert container["image"] == build_config["imageUri"]
-    assert container["baseImageUri"] == build_config["baseImage"]
+    assert {"Dockerfile", "requirements.txt", "queuerun/server/__main__.py"} <= set(archive["source"].assets)
+    # The build reads that very object and pushes to the app's repository, as the build account.
+    assert image.inputs["source_bucket"] == bucket["name"]
+    assert image.inputs["source_object"] == archive["name"]
+    assert image.inputs["tag"] == archive["name"].removeprefix("source-").removesuffix(".zip")
+    assert image.inputs["image"] == f"us-central1-docker.pkg.dev/{PROJECT}/shop-queuerun/shop"
+    assert image.inputs["service_account"] == BUILD_EMAIL
+    # The service runs what the build pushed, by digest: no build_config (it starts no build).
+    assert container["image"] == image.outputs["image_digest_ref"]
+    assert container["image"].startswith(image.inputs["image"] + "@sha256:")
+    assert "buildConfig" not in service and "baseImageUri" not in container
     assert graph.named("shop-images").inputs["format"] == "DOCKER"
+
+
+def test_build_account_holds_only_what_a_build_needs(graph: Graph) -> None:
+    build_grants = [b for b in graph.iam_bindings() if b[3] == BUILD]
+    assert build_grants == sorted(
+        [
+            ("BucketIAMMember", graph.named("shop-source").inputs["name"], "roles/storage.objectViewer", BUILD),
+            ("IAMMember", PROJECT, "roles/logging.logWriter", BUILD),
+            ("RepositoryIamMember", "shop-queuerun", "roles/artifactregistry.writer", BUILD),
+        ]
+    )
 
 
 def test_firestore_database_and_ttl_policies(graph: Graph) -> None:
@@ -239,6 +296,9 @@ def test_every_iam_binding(graph: Graph) -> None:
                 AGENT,
             ),
             ("IAMMember", PROJECT, "roles/datastore.user", RUNTIME),
+            ("IAMMember", PROJECT, "roles/logging.logWriter", BUILD),
+            ("BucketIAMMember", graph.named("shop-source").inputs["name"], "roles/storage.objectViewer", BUILD),
+            ("RepositoryIamMember", "shop-queuerun", "roles/artifactregistry.writer", BUILD),
             ("ServiceIamMember", "shop", "roles/run.invoker", PUSH),
             *[
                 ("TopicIAMMember", f"shop-{q}", "roles/pubsub.publisher", RUNTIME)
@@ -288,7 +348,7 @@ def test_least_privilege_check_catches_broad_grants(graph: Graph, binding: Res) 
 
 def test_public_http_queue_grants_all_users_invoker_on_the_service_only() -> None:
     app = StandInApp("shop", (make_spec("emails"), make_spec("signup", http=True, public=True)))
-    g = build(lambda: QueueRunApp("shop", **shop_args(app=app)))
+    g = build(lambda: QueueRunApp("shop", **shop_args(app=app, access="public")))
     public = g.named("shop-public-invoker").inputs
     assert (public["role"], public["member"], public["name"]) == ("roles/run.invoker", "allUsers", "shop")
     assert_least_privilege(g, public=True)
@@ -319,7 +379,8 @@ def test_image_deploys_without_bucket_or_build() -> None:
     assert container["image"] == "us-docker.pkg.dev/p/r/shop:1"
     assert {e["name"] for e in container["envs"]} <= set(ENV.names())
     assert "buildConfig" not in service
-    assert not g.of_type("storage/bucket:Bucket") and not g.of_type("Repository")
+    assert not g.of_type("storage/bucket:Bucket") and not g.of_type("Repository") and not g.of_type(BUILD_TYPE)
+    assert {a.inputs["service"] for a in g.of_type("projects/service:Service")} == APIS
 
 
 def test_existing_firestore_database_is_used_not_created() -> None:
@@ -335,29 +396,52 @@ def test_ttl_policies_can_be_left_to_another_stack() -> None:
     assert not g.of_type("firestore/field:Field")
 
 
-def test_deletion_protection_is_on_by_default() -> None:
+def test_deletion_protection_is_on_by_default_and_protects_what_holds_jobs_and_state() -> None:
     args = shop_args()
     del args["deletion_protection"]
     g = build(lambda: QueueRunApp("shop", **args))
     assert g.named("shop-service").inputs["deletionProtection"] is True
     assert g.named("shop-firestore").inputs["deleteProtectionState"] == "DELETE_PROTECTION_ENABLED"
     assert g.named("shop-source").inputs["forceDestroy"] is False
+    # Pulumi refuses to delete a protected resource, so `pulumi destroy` stops before any of these go.
+    kept = {"shop-service", "shop-firestore", "shop-source"}
+    for slug in ("emails", FIFO_SLUG, "signup"):
+        kept |= {f"shop-{slug}-{suffix}" for suffix in ("topic", "sub", "dlq", "dlq-sub")}
+    assert g.protected == kept
 
 
-def test_apis_are_enabled_only_on_request_and_never_disabled_on_destroy(graph: Graph) -> None:
-    assert not graph.of_type("projects/service:Service")
-    g = build(lambda: QueueRunApp("shop", **shop_args(enable_apis=True)))
-    apis = g.of_type("projects/service:Service")
-    assert {a.inputs["service"] for a in apis} == {
-        "run.googleapis.com",
-        "pubsub.googleapis.com",
-        "firestore.googleapis.com",
-        "iam.googleapis.com",
-        "cloudbuild.googleapis.com",
-        "storage.googleapis.com",
-        "artifactregistry.googleapis.com",
-    }
+def test_throwaway_stacks_protect_nothing(graph: Graph) -> None:
+    assert graph.protected == set()
+
+
+def test_apis_are_enabled_by_default_and_never_disabled_on_destroy(graph: Graph) -> None:
+    apis = graph.of_type("projects/service:Service")
+    assert {a.inputs["service"] for a in apis} == APIS | SOURCE_APIS
     assert {a.inputs["disableOnDestroy"] for a in apis} == {False}
+    assert not [w for w in graph.result.warnings if "enable_apis" in w]
+
+
+def test_every_resource_waits_for_the_apis(graph: Graph) -> None:
+    apis = {r.urn for r in graph.of_type("projects/service:Service")}
+    assert len(apis) == len(APIS | SOURCE_APIS)
+    for r in graph.resources:
+        if r.urn in apis or r.type == TYPE_TOKEN:
+            continue
+        assert apis <= graph.dependencies[r.urn], f"{r.name} may be created before the APIs it needs"
+
+
+def test_pubsub_agent_comes_from_service_identity_so_it_exists_before_its_grants(graph: Graph) -> None:
+    agent = graph.named("shop-pubsub-agent").inputs
+    assert agent["service"] == "pubsub.googleapis.com"
+    assert len([b for b in graph.iam_bindings() if b[3] == AGENT]) == 7  # its member is what the grants name
+
+
+def test_api_management_can_be_left_to_the_user_with_the_list_printed() -> None:
+    g = build(lambda: QueueRunApp("shop", **shop_args(enable_apis=False)))
+    assert not g.of_type("projects/service:Service")
+    [warning] = [w for w in g.result.warnings if "enable_apis" in w]
+    assert all(api in warning for api in APIS | SOURCE_APIS)
+    assert any("enable_apis=False" in w for w in g.warnings)  # logged through pulumi.log.warn too
 
 
 def test_extra_env_and_scaling_options_reach_the_service() -> None:
@@ -398,18 +482,13 @@ def test_explicit_project_is_used_everywhere() -> None:
     assert datastore["condition"]["expression"] == 'resource.name == "projects/other-project/databases/shop-queuerun"'
 
 
-def test_source_build_can_run_the_runtimes_own_server_for_websockets() -> None:
-    g = build(lambda: QueueRunApp("shop", **shop_args(source_server="uvicorn")))
-    service = g.named("shop-service").inputs
-    build_config = service["buildConfig"]
-    assert build_config["environmentVariables"] == {"GOOGLE_ENTRYPOINT": "python -m queuerun.server"}
-    assert "functionTarget" not in build_config
-    envs = {e["name"] for e in service["template"]["containers"][0]["envs"]}
-    assert "FUNCTION_USE_ASGI" not in envs and ENV.APP in envs
-
-
-def test_source_server_must_be_known(mocks: Mocks) -> None:
-    with pytest.raises(
-        ConfigurationError, match="source_server must be 'functions-framework' or 'uvicorn', got 'gunicorn'"
-    ):
-        QueueRunApp("shop", **shop_args(source_server="gunicorn"))
+def test_operator_env_points_the_cli_at_the_deployed_app() -> None:
+    seen: list[dict[str, str]] = []
+    build(lambda: QueueRunApp("shop", **shop_args()).queuerun_env.apply(seen.append))
+    assert seen == [{
+        ENV.BACKEND: "gcp",
+        ENV.PROJECT: PROJECT,
+        ENV.FIRESTORE_DATABASE: "shop-queuerun",
+        ENV.PUBSUB_ENDPOINT: "us-central1-pubsub.googleapis.com:443",
+        ENV.APP: "main:app",
+    }]

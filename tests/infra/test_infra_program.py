@@ -43,6 +43,9 @@ EXAMPLES = {
         Example("profile_sync", REPO_ROOT / "examples/profile_sync/Pulumi.yaml", "examples.profile_sync.app", PUBLIC),
         Example("checkout", REPO_ROOT / "examples/checkout/Pulumi.yaml", "examples.checkout.app", PUBLIC),
         Example("fanout", REPO_ROOT / "examples/fanout/Pulumi.yaml", "examples.fanout.app", INTERNAL),
+        Example(
+            "order_status", REPO_ROOT / "examples/order_status/Pulumi.yaml", "examples.order_status.app", PUBLIC
+        ),
     )
 }
 _graphs: dict[str, Graph] = {}
@@ -116,11 +119,8 @@ def test_the_uploaded_archive_serves_the_app_the_service_loads(example: Example,
     module_file = example.module.replace(".", "/") + ".py"
     assert module_file in archive.assets
     assert not [p for p in archive.assets if "/infra/" in f"/{p}"], "the Pulumi program is not part of the app"
-    served = serve_from(
-        extract(archive, tmp_path),
-        function_target=service.inputs["buildConfig"]["functionTarget"],
-        app_target=envs[ENV.APP],
-    )
+    # Started as Cloud Run starts it: K_SERVICE set, the service's own environment.
+    served = serve_from(extract(archive, tmp_path), app_target=envs[ENV.APP], env={**envs, "K_SERVICE": app.name})
     assert served == {
         "runtime": "queuerun/__init__.py",
         "app": app.name,

@@ -9,10 +9,8 @@ never reaches the image.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tomllib
 import types
@@ -29,7 +27,7 @@ from queuerun_gcp import QueueRunApp, QueueRunAppArgs, source
 from queuerun_gcp.constants import RUNTIME_REQUIREMENTS
 from queuerun_gcp.source import requirement_name, source_bundle
 
-from .support import APP_SOURCE, REPO_ROOT, asset_file, asset_text, build, extract, shop_args
+from .support import APP_SOURCE, REPO_ROOT, asset_file, asset_text, build, extract, serve_from, shop_args
 
 RUNTIME_DIR = Path(queuerun.__file__).parent
 APP_PY = 'from queuerun import App\n\napp = App("shop")\n\n@app.queue("emails")\ndef send(job, meta):\n    pass\n'
@@ -210,37 +208,17 @@ def test_the_digest_changes_with_every_input(tmp_path: Path, monkeypatch: pytest
 # --- the archive serves ---------------------------------------------------------------------------------
 
 
-# What the image's CMD (``python -m queuerun.server``) does before binding $PORT: load the App named by
-# QUEUERUN_APP and build the ASGI app it serves; prints what it found.
-_SERVE_CHECK = """
-import json, os
-import queuerun
-from queuerun.server.__main__ import main
-from queuerun.server.app import create_push_app
-from queuerun.server.serve import load_app
-app = load_app("app:app")
-create_push_app(app)
-print(json.dumps({"runtime": os.path.relpath(queuerun.__file__), "app": app.name,
-                  "queues": sorted(spec.name for spec in app.specs)}))
-"""
-
-
 def test_the_unpacked_archive_serves_the_app_without_the_repository(tmp_path: Path) -> None:
     root = app_dir(tmp_path / "src")
     _, archive = registered_archive(source=str(root), app_target="app:app")
     workspace = extract(archive, tmp_path / "workspace")
     assert 'CMD ["python", "-m", "queuerun.server"]' in (workspace / "Dockerfile").read_text()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("QUEUERUN_")}
     # What the service's environment gives the push server (the component sets these on Cloud Run).
-    env |= {
+    env = {
         "QUEUERUN_PUSH_AUDIENCE": "queuerun:p:shop",
         "QUEUERUN_PUSH_SERVICE_ACCOUNT": "shop-push@p.iam.gserviceaccount.com",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _SERVE_CHECK], cwd=workspace, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    served = json.loads(done.stdout.splitlines()[-1])
+    served = serve_from(workspace, app_target="app:app", env=env)
     assert served == {"runtime": "queuerun/__init__.py", "app": "shop", "queues": ["emails"]}
 
 

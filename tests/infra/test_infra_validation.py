@@ -47,9 +47,11 @@ def test_queue_name_that_maps_to_no_valid_id() -> None:
     assert "'bad name!'" in problem and "letters, digits" in problem
 
 
-def test_push_timeout_over_600_seconds() -> None:
-    problem = one_problem(**queues({"name": "slow", "timeout": 601}))
-    assert "'slow'" in problem and "timeout" in problem and "600" in problem and "601" in problem
+@pytest.mark.parametrize("timeout", [591, 600, 601])
+def test_push_timeout_leaves_the_server_time_to_answer_inside_the_ack_deadline(timeout: int) -> None:
+    problem = one_problem(**queues({"name": "slow", "timeout": timeout}))
+    assert "'slow'" in problem and f"at most 590, got {timeout}" in problem
+    assert "ack deadline" in problem and "600 s" in problem
 
 
 @pytest.mark.parametrize("attempts", [4, 101])

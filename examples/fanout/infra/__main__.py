@@ -31,3 +31,4 @@ pulumi.export("url", fanout.url)
 pulumi.export("topics", fanout.topics)
 pulumi.export("dead_letter_topics", fanout.dead_letter_topics)
 pulumi.export("push_service_account", fanout.push_service_account_email)
+pulumi.export("queuerun_env", fanout.queuerun_env)  # `queuerun --env-file` acts on this deployment

@@ -37,3 +37,4 @@ pulumi.export("url", quickstart.url)
 pulumi.export("topics", quickstart.topics)
 pulumi.export("dead_letter_topics", quickstart.dead_letter_topics)
 pulumi.export("runtime_service_account", quickstart.runtime_service_account_email)
+pulumi.export("queuerun_env", quickstart.queuerun_env)  # `queuerun --env-file` acts on this deployment
