@@ -87,7 +87,8 @@ def preview(program_dir: Path, *, stack: str = "dev", config: Mapping[str, str] 
     # Warnings are in the report; the engine's log would print them a second time.
     quiet = logging.getLogger(f"{__name__}.engine")
     quiet.propagate = False
-    quiet.addHandler(logging.NullHandler())
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
     # The program's own prints go to stderr, so stdout is the report alone.
     with contextlib.redirect_stdout(sys.stderr):
         graph = run_program(

@@ -205,3 +205,24 @@ def test_the_components_own_warnings_are_listed(tmp_path: Path) -> None:
 
     assert report.ok, report.render()
     assert [w for w in report.warnings if w.startswith("QueueRunApp 'shop': ") and "enable_apis" in w]
+
+
+BLOCK_PULUMI = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pulumi" or name.startswith(("pulumi.", "pulumi_")):
+            raise ImportError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from queuerun.cli import main
+sys.exit(main(["preview", "."]))
+"""
+
+
+def test_without_pulumi_the_command_says_what_is_missing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_PULUMI], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.startswith("queuerun preview: needs queuerun_gcp, pulumi and pulumi-gcp installed")
+    assert "Traceback" not in done.stderr
