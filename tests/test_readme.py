@@ -93,3 +93,15 @@ def test_tutorial_command_lines_work(tutorial: Path) -> None:
         env=env,
     )
     assert listed.returncode == 0 and "no dead letters in 'emails'" in listed.stdout
+
+
+def test_the_preview_line_checks_the_quickstart_program_offline() -> None:
+    lines = [line.split("#")[0].strip() for block in code_blocks("sh") for line in block.splitlines()]
+    preview = next(line for line in lines if line.startswith("queuerun preview"))
+    script = Path(sys.executable).parent / "queuerun"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    done = subprocess.run(
+        [str(script), *shlex.split(preview)[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "queuerun:index:QueueRunApp" in done.stdout and "quickstart-emails-topic" in done.stdout
