@@ -36,9 +36,15 @@ class Reservation:
         return self.job_id is not None
 
 
-def dedupe_key(queue: str, group_id: str | None, dedupe_id: str) -> str:
-    """Hashed document id for (queue, group, dedupe id): fixed length, no '/', no hot prefixes."""
-    raw = "\0".join((queue, group_id or "", dedupe_id))
+def dedupe_key(queue: str, group_id: str | None, dedupe_id: str, *, app: str, project: str = "") -> str:
+    """Hashed document id for (project, app, queue, group, dedupe id): fixed length, no '/', no hot prefixes.
+
+    The app and project are part of the key because one Firestore database (or one embedded state
+    file) may serve several apps: two apps declaring the same queue name must not dedupe each
+    other's jobs.
+    """
+    # A version prefix, and \0 between fields (names cannot contain it), so no two tuples collide.
+    raw = "\0".join(("v2", project, app, queue, group_id or "", dedupe_id))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 

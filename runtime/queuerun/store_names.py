@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-DEDUPE_COLLECTION: Final = "queuerun_dedupe"  # dedupe reservations, one per (queue, group, dedupe id)
+DEDUPE_COLLECTION: Final = "queuerun_dedupe"  # dedupe reservations, one per (project, app, queue, group, dedupe id)
 DONE_COLLECTION: Final = "queuerun_done"  # FIFO completion records
 PRESENCE_COLLECTION: Final = "queuerun_socket_presence"  # which instance holds a user's WebSockets
 INBOX_COLLECTION: Final = "queuerun_socket_inbox"  # one document per instance...

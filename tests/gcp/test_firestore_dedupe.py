@@ -113,7 +113,7 @@ def test_a_failed_publish_releases_the_record_so_a_retry_goes_through(
 
 
 def test_reserve_then_duplicate_sees_the_first_job_id(store: FirestoreDedupeStore) -> None:
-    key = dedupe_key("q.fifo", "g", "d")
+    key = dedupe_key("q.fifo", "g", app="shop", project="p", dedupe_id="d")
     mine = store.reserve(key, 60)
     assert not mine.duplicate
     store.confirm(mine, "job-1")
@@ -122,7 +122,7 @@ def test_reserve_then_duplicate_sees_the_first_job_id(store: FirestoreDedupeStor
 
 
 def test_a_stale_pending_record_of_a_dead_pusher_is_taken_over(store: FirestoreDedupeStore) -> None:
-    key = dedupe_key("q.fifo", "g", "stale")
+    key = dedupe_key("q.fifo", "g", app="shop", project="p", dedupe_id="stale")
     old = time.time() - store.publish_timeout - 5
     assert store._create(key, DedupeRecord(token="dead-process", created_at=old, expires_at=old + 3600))
     taken = store.reserve(key, 60, wait=5)
@@ -132,7 +132,7 @@ def test_a_stale_pending_record_of_a_dead_pusher_is_taken_over(store: FirestoreD
 
 
 def test_an_expired_record_is_taken_over_even_though_ttl_never_deleted_it(store: FirestoreDedupeStore) -> None:
-    key = dedupe_key("q.fifo", "g", "expired")
+    key = dedupe_key("q.fifo", "g", app="shop", project="p", dedupe_id="expired")
     past = time.time() - 600
     assert store._create(key, DedupeRecord(token="t0", created_at=past, expires_at=past + 300, job_id="old-job"))
     fresh = store.reserve(key, 60)
@@ -140,7 +140,7 @@ def test_an_expired_record_is_taken_over_even_though_ttl_never_deleted_it(store:
 
 
 def test_only_one_of_many_racing_takeovers_wins(store: FirestoreDedupeStore) -> None:
-    key = dedupe_key("q.fifo", "g", "race")
+    key = dedupe_key("q.fifo", "g", app="shop", project="p", dedupe_id="race")
     past = time.time() - 600
     assert store._create(key, DedupeRecord(token="t0", created_at=past, expires_at=past + 300, job_id="old"))
     expected = store._get(key)
@@ -164,7 +164,7 @@ def test_only_one_of_many_racing_takeovers_wins(store: FirestoreDedupeStore) -> 
 def test_release_by_a_caller_whose_reservation_was_taken_over_keeps_the_new_owner(
     store: FirestoreDedupeStore,
 ) -> None:
-    key = dedupe_key("q.fifo", "g", "owner")
+    key = dedupe_key("q.fifo", "g", app="shop", project="p", dedupe_id="owner")
     first = store.reserve(key, 60)
     current = store._get(key)
     assert current is not None
@@ -235,3 +235,30 @@ def test_many_processes_pushing_one_dedupe_id_queue_exactly_one_job(
         assert _count_messages(pubsub_emulator, counter) == 1
     finally:
         delete_topology(app, project=pubsub_emulator.project, emulator_host=pubsub_emulator.host)
+
+
+def test_two_apps_sharing_one_firestore_database_do_not_dedupe_each_others_jobs(
+    new_app: Callable[[], App], pubsub_emulator: Emulator, clean_firestore: Emulator
+) -> None:
+    # Given two apps with a queue of the same name, both on one Firestore database
+    apps = [new_app(), new_app()]
+    queues = [app.queue("pay.fifo")(lambda job: None) for app in apps]
+    counters = []
+    subscriber = make_subscriber(emulator_host=pubsub_emulator.host)
+    for app in apps:
+        topology = ensure_topology(
+            app, project=pubsub_emulator.project, push_base_url="http://127.0.0.1:9", emulator_host=pubsub_emulator.host
+        )
+        counters.append(topology[0].subscription.replace("-sub", "-count"))
+        subscriber.create_subscription(request={"name": counters[-1], "topic": topology[0].topic})
+    subscriber.close()
+    try:
+        # When each pushes the same group and dedupe id
+        ids = [queue.group("g").dedupe("order-1").push({"n": 1}) for queue in queues]
+        # Then each app queued its own job (message ids are per topic: they may be equal)
+        assert all(ids)
+        assert [_count_messages(pubsub_emulator, counter) for counter in counters] == [1, 1]
+    finally:
+        for app in apps:
+            _backend(app).stop()
+            delete_topology(app, project=pubsub_emulator.project, emulator_host=pubsub_emulator.host)

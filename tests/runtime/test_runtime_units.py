@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from queuerun.dedupe import DedupeRecord, MemoryDedupeStore
+from queuerun.dedupe import DedupeRecord, MemoryDedupeStore, dedupe_key
 from queuerun.errors import ConfigurationError, PushError
 from queuerun.manifest import Manifest
 from queuerun.payload import BYTES, JSON, TEXT, content_hash, decode, encode
@@ -103,6 +103,17 @@ def test_content_hash_ignores_key_order_but_not_type() -> None:
     b, _ = encode({"y": 2, "x": 1}, queue="q")
     assert content_hash(a, ct) == content_hash(b, ct)
     assert content_hash(b"1", BYTES) != content_hash(b"1", JSON)
+
+
+def test_dedupe_keys_of_other_apps_and_projects_differ() -> None:
+    # One Firestore database may serve several apps: a shared key would return another app's job id.
+    keys = {
+        dedupe_key("pay.fifo", "g", "d", app="shop", project="p1"),
+        dedupe_key("pay.fifo", "g", "d", app="blog", project="p1"),
+        dedupe_key("pay.fifo", "g", "d", app="shop", project="p2"),
+        dedupe_key("pay.fifo", "g", "d", app="shop-pay.fifo", project="p1"),
+    }
+    assert len(keys) == 4
 
 
 def test_dedupe_reservation_lifecycle() -> None:

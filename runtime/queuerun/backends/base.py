@@ -61,6 +61,14 @@ class Backend(ABC):
     def _publish(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str | BaseException]:
         """Durably queue ``jobs`` in order; one job id (or the error) per job."""
 
+    def dedupe_scope(self) -> tuple[str, str]:
+        """(project, app) that dedupe keys are scoped to, where several apps may share one store.
+
+        Empty here: the embedded backend's store holds one app's jobs. A backend whose store is
+        shared (Firestore) overrides it.
+        """
+        return "", ""
+
     # -- logic ----------------------------------------------------------------------------
     def enqueue(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str]:
         """Queue jobs, honouring dedupe. Returns one id per job; a duplicate gets the first job's id."""
@@ -68,10 +76,11 @@ class Backend(ABC):
         owned: dict[int, Reservation] = {}
         first_in_batch: dict[str, int] = {}
         copies: dict[int, int] = {}
+        project, app = self.dedupe_scope()
         for i, job in enumerate(jobs):
             if job.dedupe_id is None:
                 continue
-            key = dedupe_key(spec.name, job.group_id, job.dedupe_id)
+            key = dedupe_key(spec.name, job.group_id, job.dedupe_id, app=app, project=project)
             if key in first_in_batch:
                 copies[i] = first_in_batch[key]
                 continue

@@ -1,19 +1,20 @@
 """Firestore storage for dedupe reservations and job completion records.
 
-Dedupe (collection ``queuerun_dedupe``): one document per (queue, group, dedupe id), its id the
-hash :func:`~queuerun.dedupe.dedupe_key` makes. A reservation is a ``create()`` (a write with the
-precondition "does not exist": atomic, and contention-free where transactions on one document are
-not). Taking over an expired or stale-pending record, recording the job id and releasing are
-compare-and-swap writes: the document is read, checked, and written with the precondition
-``update_time == what we read``. That is a one-document transaction without locks; two callers
-racing for the same take-over cannot both win, and the loser learns it at once (the emulator's
-pessimistic transactions under contention time out for seconds instead, see the reference notes).
+Dedupe (collection ``queuerun_dedupe``): one document per (project, app, queue, group, dedupe id),
+its id the hash :func:`~queuerun.dedupe.dedupe_key` makes, so apps sharing a database stay apart. A
+reservation is a ``create()`` (a write with the precondition "does not exist": atomic, and
+contention-free where transactions on one document are not). Taking over an expired or stale-pending
+record, recording the job id and releasing are compare-and-swap writes: the document is read,
+checked, and written with the precondition ``update_time == what we read``. That is a one-document
+transaction without locks; two callers racing for the same take-over cannot both win, and the loser
+learns it at once (the emulator's pessimistic transactions under contention time out for seconds
+instead, see the reference notes).
 
-Completion records (collection ``queuerun_done``): one document per delivered job (topic and
-message id), written once its handler completed or it was dead-lettered. On FIFO queues they keep a
-job from running again when Pub/Sub redelivers it (an ordering key's later messages are redelivered
-after a nack, acknowledged or not); with completion tracking on they also tell ``drain()`` when
-the jobs it pushed are settled.
+Completion records (collection ``queuerun_done``): one document per delivered job (topic and message
+id; the topic path names the project and the app), written once its handler completed or it was
+dead-lettered. On FIFO queues they keep a job from running again when Pub/Sub redelivers it (an
+ordering key's later messages are redelivered after a nack, acknowledged or not); with completion
+tracking on they also tell ``drain()`` when the jobs it pushed are settled.
 
 Both collections carry ``expires_at`` (a timestamp) for a Firestore TTL policy. TTL deletion lags by
 up to a day and the emulator never deletes, so every read checks the expiry itself.

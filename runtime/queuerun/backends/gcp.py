@@ -276,6 +276,10 @@ class GcpBackend(Backend):
     def dead_letter_subscription_path(self, queue: str) -> str:
         return f"projects/{self.project}/subscriptions/{dead_letter_subscription_id(self._app_name(), queue)}"
 
+    def dedupe_scope(self) -> tuple[str, str]:
+        # One Firestore database may serve several apps and (through the emulator) projects.
+        return self.project, self._app_name()
+
     def _spec(self, queue: str) -> QueueSpec:
         if self._app is not None:
             return self._app.spec(queue)
