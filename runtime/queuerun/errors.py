@@ -9,8 +9,10 @@
     │       └── PayloadTooLargeError  over Pub/Sub's 10 MB message limit
     ├── JobError                  raised inside a worker, about one job
     │   ├── JobTimeoutError       the handler ran past the queue's timeout
-    │   └── PayloadValidationError  payload does not fit the handler's typed parameter
-    │                                (never retried: it goes straight to dead letters)
+    │   ├── PayloadValidationError  payload does not fit the handler's typed parameter
+    │   │                            (never retried: it goes straight to dead letters)
+    │   └── UndecodableJobError   a delivered message cannot become a job at all
+    │                                (never retried: dead-lettered at once, with the reason)
     ├── DrainTimeoutError         local.drain() gave up with jobs still pending
     ├── PushAuthError             a Pub/Sub push request failed OIDC verification
     │                                (.status: 401 bad token, 403 wrong caller, 503 certs unavailable)
@@ -82,6 +84,10 @@ class JobTimeoutError(JobError, TimeoutError):
 
 class PayloadValidationError(JobError, ValueError):
     """The payload does not match the handler's annotated type. Not retried."""
+
+
+class UndecodableJobError(JobError, ValueError):
+    """A delivered message cannot become a job (bad payload or attributes). Not retried: its bytes never change."""
 
 
 class DrainTimeoutError(QueueRunError, TimeoutError):

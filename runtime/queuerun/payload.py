@@ -54,10 +54,11 @@ def _tagged(value: Any) -> dict[str, str] | None:
 
 def _untag(obj: dict[str, Any]) -> Any:
     kind = obj.get(_TAG)
+    # validate=True: our encoder always writes clean base64, so anything else is a corrupt payload.
     if kind == "bytes" and set(obj) == {_TAG, "base64"}:
-        return base64.b64decode(obj["base64"])
+        return base64.b64decode(obj["base64"], validate=True)
     if kind == "file" and set(obj) == {_TAG, "filename", "content_type", "base64"}:
-        return UploadedFile(obj["filename"], obj["content_type"], base64.b64decode(obj["base64"]))
+        return UploadedFile(obj["filename"], obj["content_type"], base64.b64decode(obj["base64"], validate=True))
     return obj
 
 
@@ -111,10 +112,13 @@ def decode(data: bytes, content_type: str) -> Any:
         return data
     if content_type == TEXT:
         return data.decode("utf-8")
-    if content_type == JSON:
-        return json.loads(data)
-    if content_type == TAGGED_JSON:
-        return json.loads(data, object_hook=_untag)
+    try:
+        if content_type == JSON:
+            return json.loads(data)
+        if content_type == TAGGED_JSON:
+            return json.loads(data, object_hook=_untag)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"data is not JSON (content type {content_type}): {exc}") from exc
     raise ValueError(f"unknown payload content type {content_type!r}")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import payload as payload_codec
-from .errors import PayloadError, PayloadTooLargeError
+from .errors import PayloadError, PayloadTooLargeError, UndecodableJobError
 from .metadata import JobMetadata
 
 MAX_MESSAGE_BYTES: Final = 10_000_000  # Pub/Sub: data + attributes + ordering key per message
@@ -160,12 +160,45 @@ class ReceivedJob:
     def payload(self) -> Any:
         return payload_codec.decode(self.data, self.content_type)
 
+    def decode(self, queue_name: str, *, fifo: bool) -> tuple[Any, JobMetadata]:
+        """The job's payload and metadata, or :class:`UndecodableJobError` saying why there is none.
+
+        A message without queuerun's attributes (published by another tool) is a job whose data is
+        JSON (the default content type), queued at its publish time, with no user and no params; on
+        a FIFO queue it must carry the group in the ``qr-group`` attribute (the ordering key alone
+        is not enough: the emulator does not deliver it). Anything else that fails to decode, with
+        whatever exception (``RecursionError`` for deeply nested JSON, ``TypeError`` for tagged JSON
+        of the wrong type), is the same verdict: the bytes will not change on redelivery, so the
+        message is dead-lettered at once instead of retried.
+        """
+        try:
+            if fifo and self.group_id is None:
+                raise ValueError(f"a job of a FIFO queue needs the {A_GROUP} attribute (its group id)")
+            meta = self.metadata(queue_name)
+            payload = self.payload()
+        except MemoryError:
+            raise  # this process's state, not the message's: let it be retried
+        except Exception as exc:  # untrusted bytes: any decoder error means the message is unusable
+            reason = str(exc)
+            reason = reason if len(reason) <= 300 else reason[:300] + "..."
+            raise UndecodableJobError(
+                f"queue {queue_name!r}: message {self.job_id} cannot become a job: {type(exc).__name__}: {reason}"
+            ) from exc
+        return payload, meta
+
     def metadata(self, queue_name: str) -> JobMetadata:
         queued_raw = self.attributes.get(A_QUEUED_AT)
-        queued_at = dt.datetime.fromisoformat(queued_raw) if queued_raw else self.published_at
+        try:
+            queued_at = dt.datetime.fromisoformat(queued_raw) if queued_raw else self.published_at
+        except ValueError:
+            raise ValueError(f"attribute {A_QUEUED_AT} is not an ISO 8601 time: {str(queued_raw)[:40]!r}") from None
         seq = self.sequence_number
         if seq is None and A_SEQUENCE in self.attributes:
-            seq = int(self.attributes[A_SEQUENCE])
+            raw = self.attributes[A_SEQUENCE]
+            try:
+                seq = int(raw)
+            except ValueError:
+                raise ValueError(f"attribute {A_SEQUENCE} is not a number: {raw[:40]!r}") from None
         group = self.group_id
         return JobMetadata(
             job_id=self.job_id,

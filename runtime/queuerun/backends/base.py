@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..dedupe import DedupeStore, Reservation, dedupe_key
-from ..errors import PushError, QueueRunError
+from ..errors import PushError, QueueRunError, UndecodableJobError
 from ..spec import QueueSpec
-from ..wire import OutgoingJob
+from ..wire import OutgoingJob, ReceivedJob
 
 if TYPE_CHECKING:
     from ..app import App
@@ -37,6 +37,35 @@ class DeadLetter:
     queued_at: dt.datetime
     params: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
+    undecodable: str = ""  # why the message could not be decoded (payload is then its raw bytes)
+
+    @classmethod
+    def from_received(cls, received: ReceivedJob, queue: str, *, attempts: int, error: str) -> DeadLetter:
+        """List a dead letter whatever it holds: one that cannot be decoded is shown raw, with the reason."""
+        try:
+            payload, meta = received.decode(queue, fifo=False)
+        except UndecodableJobError as exc:
+            return cls(
+                job_id=received.job_id,
+                queue=queue,
+                payload=bytes(received.data),
+                group_id=received.group_id,
+                attempts=attempts,
+                error=error,
+                queued_at=received.published_at or dt.datetime.fromtimestamp(0, dt.UTC),
+                undecodable=str(exc),
+            )
+        return cls(
+            job_id=received.job_id,
+            queue=queue,
+            payload=payload,
+            group_id=received.group_id,
+            attempts=attempts,
+            error=error,
+            queued_at=meta.queued_at,
+            params=meta.params,
+            user=meta.user,
+        )
 
 
 Progress = Callable[[int, int], None]  # (done, total): called as a long operation advances

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..context import JobContext
-from ..errors import DrainTimeoutError, QueueRunError
+from ..errors import DrainTimeoutError, QueueRunError, UndecodableJobError
 from ..handlers import Outcome, run_handler
 from ..names import is_fifo
 from ..spec import QueueSpec
@@ -151,10 +151,9 @@ class EmbeddedBackend(Backend):
                 received_count=job.attempts,
                 sequence_number=job.group_seq,
             )
-            meta = received.metadata(spec.name)
             try:
-                payload = received.payload()
-            except ValueError as exc:
+                payload, meta = received.decode(spec.name, fifo=spec.fifo)
+            except UndecodableJobError as exc:
                 outcome = Outcome("dead", exc, 0.0)
             else:
                 outcome = await run_handler(
@@ -224,24 +223,7 @@ class EmbeddedBackend(Backend):
         out = []
         for job in self.store.dead(queue):
             received = ReceivedJob(job.id, job.data, job.attributes, job.attempts, job.group_seq)
-            meta = received.metadata(queue)
-            try:
-                payload = received.payload()
-            except ValueError:
-                payload = job.data
-            out.append(
-                DeadLetter(
-                    job_id=job.id,
-                    queue=queue,
-                    payload=payload,
-                    group_id=job.group_id,
-                    attempts=job.attempts,
-                    error=job.error or "",
-                    queued_at=meta.queued_at,
-                    params=meta.params,
-                    user=meta.user,
-                )
-            )
+            out.append(DeadLetter.from_received(received, queue, attempts=job.attempts, error=job.error or ""))
         return out
 
     def replay(self, queue: str, progress: Progress | None = None) -> list[str]:

@@ -442,28 +442,14 @@ class GcpBackend(Backend):
     def _dead_letter(self, queue: str, m: Any) -> DeadLetter:
         attrs = dict(m.message.attributes)
         job_id = attrs.get(A_JOB_ID) or m.message.message_id
-        received = ReceivedJob(job_id, bytes(m.message.data), attrs, 0)
-        meta = received.metadata(queue)
-        try:
-            payload = received.payload()
-        except ValueError:
-            payload = bytes(m.message.data)
+        received = ReceivedJob(job_id, bytes(m.message.data), attrs, 0, published_at=m.message.publish_time)
         attempts_raw = attrs.get(A_ATTEMPTS) or attrs.get(PUBSUB_DLQ_COUNT) or "0"
         error = attrs.get(A_ERROR) or (
             "delivery attempts exhausted (Pub/Sub dead-lettered it after "
             f"{attrs.get(PUBSUB_DLQ_COUNT, '?')} deliveries)"
         )
-        return DeadLetter(
-            job_id=job_id,
-            queue=queue,
-            payload=payload,
-            group_id=attrs.get(A_GROUP),
-            attempts=int(attempts_raw) if attempts_raw.isdigit() else 0,
-            error=error,
-            queued_at=meta.queued_at,
-            params=meta.params,
-            user=meta.user,
-        )
+        attempts = int(attempts_raw) if attempts_raw.isdigit() else 0
+        return DeadLetter.from_received(received, queue, attempts=attempts, error=error)
 
     def dead_letters(self, queue: str) -> list[DeadLetter]:
         messages = self._order(self._pull_dead(queue))

@@ -18,7 +18,9 @@ queue's timeout:
   last attempt (``received_count >= max_attempts``), where the server publishes the job to the
   dead-letter topic itself, with the error, and acks (Pub/Sub's dead-letter policy stays as a
   backstop, and the emulator cannot combine it with ordering);
-- dead (payload does not fit the handler's type, or cannot be decoded): dead-lettered at once, ack.
+- dead (payload does not fit the handler's type, or the message cannot become a job at all, whatever
+  the decoder raised; see :meth:`~queuerun.wire.ReceivedJob.decode` for messages other tools
+  published): dead-lettered at once with the reason, ack.
 
 ``received_count`` is the envelope's ``deliveryAttempt`` (sent when the subscription has a
 dead-letter policy), else counted by this process per message id (the emulator never sends it).
@@ -46,7 +48,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from ..context import JobContext
 from ..endpoint import HTTP_PREFIX, AppHttp
-from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError
+from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError, UndecodableJobError
 from ..handlers import Outcome, run_handler
 from ..settings import Settings
 from ..wire import ReceivedJob
@@ -236,9 +238,8 @@ class PushServer:
             published_at=message.publish_time,
         )
         try:
-            meta = job.metadata(queue)
-            payload = job.payload()
-        except ValueError as exc:  # the message itself is unusable: retrying cannot help
+            payload, meta = job.decode(queue, fifo=spec.fifo)
+        except UndecodableJobError as exc:  # the message itself is unusable: retrying cannot help
             outcome = Outcome("dead", exc, 0.0)
         else:
             fields["group_id"] = meta.group_id
