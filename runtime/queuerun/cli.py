@@ -176,7 +176,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print(f"no dead letters in {args.queue!r}")
         for d in letters:
             group = f" group={d.group_id}" if d.group_id is not None else ""
-            print(f"{d.job_id}{group} attempts={d.attempts} queued={d.queued_at.isoformat()} error={d.error!r}")
+            mark = f" UNDECODABLE ({d.undecodable})" if d.undecodable else ""
+            print(f"{d.job_id}{group} attempts={d.attempts} queued={d.queued_at.isoformat()} error={d.error!r}{mark}")
         return 0
     match = [d for d in letters if d.job_id == args.job_id]
     if not match:
@@ -191,9 +192,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         ("user", d.user),
         ("params", dict(d.params)),
         ("error", d.error),
+        *((("undecodable", d.undecodable),) if d.undecodable else ()),
         ("payload", _show(d.payload)),
     ):
-        print(f"{key:>9}: {value}")
+        print(f"{key:>11}: {value}")
     return 0
 
 

@@ -122,6 +122,35 @@ def test_dlq_list_show_and_replay(tmp_path: Path) -> None:
     assert "no dead letters" in queuerun("dlq", "list", "broken", "--app", APP, state=state).stdout
 
 
+def test_dlq_list_shows_a_dead_letter_it_cannot_decode_marked_with_the_reason(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from queuerun.backends.embedded_store import JobStore
+    from queuerun.wire import OutgoingJob
+
+    state = tmp_path / "s.sqlite3"
+    store = JobStore(state)
+    now = dt.datetime.now(dt.UTC)
+    good, bad = store.insert(
+        [
+            OutgoingJob(queue="broken", data=b"{}", content_type="application/json", queued_at=now),
+            OutgoingJob(queue="broken", data=b"\x89PNG", content_type="image/png", queued_at=now),
+        ],
+        fifo=False,
+    )
+    for job_id in (good, bad):
+        store.bury(job_id, error="gave up")
+    store.close()
+
+    listed = queuerun("dlq", "list", "broken", "--app", APP, state=state)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2
+    assert "UNDECODABLE" not in lines[0] and "UNDECODABLE" in lines[1] and "image/png" in lines[1]
+    shown = queuerun("dlq", "show", "broken", bad, "--app", APP, state=state)
+    assert shown.returncode == 0 and "undecodable:" in shown.stdout and "<4 bytes>" in shown.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -92,3 +92,29 @@ def test_foreign_messages_follow_the_rule_json_runs_anything_else_is_dead_letter
     assert calls.wait_for(lambda items: len(items) >= 1, timeout=60) == [({"from": "gcloud"}, True)]
     [dead] = _wait_for_dead_letters(app, "events", 1)
     assert "not JSON" in dead.error and dead.payload == b"plain words"
+
+
+def test_dead_letter_listing_shows_every_message_large_or_malformed(
+    new_app: Callable[[], App], serve: Serve, pubsub_emulator: Emulator
+) -> None:
+    # Given dead letters over gRPC's default 4 MiB receive limit, together over 10 MB, and one
+    # whose attributes queuerun cannot read
+    app = new_app()
+    app.queue("big")(lambda job: None)
+    serve(app)
+    big = b'"' + b"x" * 4_500_000 + b'"'
+    attrs = {"qr-content-type": "application/json", "qr-error": "boom", "qr-attempts": "5"}
+    _publish_raw(
+        pubsub_emulator,
+        _backend(app).dead_letter_topic_path("big"),
+        [(big, attrs), (big, attrs), (big, attrs), (b"{}", {**attrs, "qr-queued-at": "not a time"})],
+    )
+    # When they are listed (twice: listing leaves them in place)
+    for _ in range(2):
+        dead = _wait_for_dead_letters(app, "big", 4)
+        # Then every one is there, the malformed one marked with the reason and shown raw
+        assert sorted(len(d.payload) if isinstance(d.payload, bytes | str) else 0 for d in dead) == [
+            2, 4_500_000, 4_500_000, 4_500_000
+        ]
+        [bad] = [d for d in dead if d.undecodable]
+        assert "qr-queued-at" in bad.undecodable and bad.payload == b"{}" and bad.error == "boom"

@@ -61,6 +61,7 @@ from ..wire import (
     A_SEQUENCE,
     A_USER,
     MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_MESSAGE_BYTES,
     OutgoingJob,
     ReceivedJob,
 )
@@ -84,6 +85,12 @@ MAX_RECORDED_FAILURES: Final = 100  # what drain(fail_fast=True) can report, at 
 REPLAY_CHUNK: Final = 500  # dead letters republished (and acknowledged) per step of a replay
 DEFAULT_PUBLISH_TIMEOUT: Final = 30.0  # below DedupeStore.publish_timeout, so a stuck pusher's record is taken over
 PULL_BATCH: Final = 1000
+# gRPC refuses responses over 4 MiB by default, and one Pub/Sub message may hold 10 MB: a pull must
+# receive at least one whole message plus its attributes and framing (the emulator was measured to
+# fill a pull response up to about 10 MB, whatever max_messages asks). Google's own default channel
+# has no limit; this is for the channels we open to the emulator.
+MAX_RECEIVE_BYTES: Final = MAX_MESSAGE_BYTES + 1024 * 1024
+GRPC_OPTIONS: Final = (("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),)
 
 
 class TopicNotFoundError(QueueNotFoundError):
@@ -122,7 +129,9 @@ def make_publisher(*, emulator_host: str | None = None, endpoint: str | None = N
         import grpc  # type: ignore[import-untyped]
         from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-        kwargs["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host))
+        kwargs["transport"] = PublisherGrpcTransport(
+            channel=grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS)
+        )
     elif endpoint:
         kwargs["client_options"] = {"api_endpoint": endpoint}
     return PublisherClient(
@@ -140,7 +149,8 @@ def make_subscriber(*, emulator_host: str | None = None, endpoint: str | None = 
         import grpc
         from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-        return SubscriberClient(transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(emulator_host)))
+        channel = grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS)
+        return SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
     if endpoint:
         return SubscriberClient(client_options={"api_endpoint": endpoint})
     return SubscriberClient()
