@@ -32,13 +32,23 @@ class _JobLine(logging.Formatter):
         fields: Mapping[str, Any] = record.__dict__
         if "job_id" not in fields:
             return f"{self.formatTime(record, '%H:%M:%S')} {record.getMessage()}"
-        group = f" group={fields['group_id']}" if fields.get("group_id") else ""
-        status = fields.get("status", record.levelname.lower())
-        error = f" ({fields['error']})" if fields.get("error") else ""
-        return (
-            f"{self.formatTime(record, '%H:%M:%S')} {fields.get('queue')}{group} job={fields['job_id']} "
-            f"attempt={fields.get('attempt')} {fields.get('duration_ms', 0)}ms {status}{error}"
-        )
+        parts = [self.formatTime(record, "%H:%M:%S"), str(fields.get("queue"))]
+        if fields.get("group_id"):
+            parts.append(f"group={fields['group_id']}")
+        parts.append(f"job={fields['job_id']}")
+        # Only what the record knows: a job answered before it ran has no attempt or duration.
+        if fields.get("attempt") is not None:
+            parts.append(f"attempt={fields['attempt']}")
+        if fields.get("duration_ms") is not None:
+            parts.append(f"{fields['duration_ms']}ms")
+        parts.append(str(fields.get("status", record.levelname.lower())))
+        if fields.get("http_status") is not None:
+            parts.append(f"(answered {fields['http_status']})")
+        # Without an error field the message is the reason; there is always one to show.
+        reason = fields.get("error") or (record.getMessage() if fields.get("status") != "done" else "")
+        if reason:
+            parts.append(f"({reason})")
+        return " ".join(parts)
 
 
 def _job_lines() -> None:

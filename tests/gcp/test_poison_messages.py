@@ -118,3 +118,39 @@ def test_dead_letter_listing_shows_every_message_large_or_malformed(
         ]
         [bad] = [d for d in dead if d.undecodable]
         assert "qr-queued-at" in bad.undecodable and bad.payload == b"{}" and bad.error == "boom"
+
+
+def test_a_job_answered_503_is_logged_with_the_reason_on_the_dev_console(
+    new_app: Callable[[], App], caplog: pytest.LogCaptureFixture
+) -> None:
+    import base64
+    import json
+    import logging
+
+    from starlette.testclient import TestClient
+
+    from queuerun.emulator_dev import _JobLine
+    from queuerun.server.app import PushServer
+
+    # Given an app whose dead-letter topic does not exist (never deployed)
+    app = new_app()
+    app.queue("events")(lambda job: None)
+    body = {
+        "message": {
+            "data": base64.b64encode(b"not json").decode(),
+            "attributes": {"qr-content-type": "application/json"},
+            "messageId": "77",
+            "publishTime": "2024-05-01T12:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/s",
+    }
+    # When a message that must be dead-lettered arrives
+    with caplog.at_level(logging.INFO, logger="queuerun.server"), TestClient(PushServer(app).asgi()) as client:
+        response = client.post("/_pubsub/events", content=json.dumps(body))
+    _backend(app).stop()
+    # Then it is answered 503 (Pub/Sub will try again) and the dev console's line says why
+    assert response.status_code == 503
+    [record] = [r for r in caplog.records if getattr(r, "job_id", None) == "77"]
+    line = _JobLine().format(record)
+    assert "attempt=None" not in line and " 0ms" not in line, line
+    assert "job=77 attempt=1" in line and "503" in line and "NotFound" in line, line

@@ -96,6 +96,11 @@ class AttemptCounter:
                 self._counts.popitem(last=False)
             return count
 
+    def current(self, queue: str, message_id: str) -> int | None:
+        """Deliveries seen so far, without counting one more."""
+        with self._lock:
+            return self._counts.get((queue, message_id))
+
     def forget(self, queue: str, message_id: str) -> None:
         with self._lock:
             self._counts.pop((queue, message_id), None)
@@ -192,9 +197,17 @@ class PushServer:
         try:
             return await self._run(spec, message, trace)
         except Exception as exc:  # a store we depend on failed: nack so Pub/Sub delivers it again later
-            log.exception(
-                "could not process job: %s", exc, extra={"queue": queue, "job_id": message.message_id, **trace}
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            fields = {
+                "queue": queue,
+                "job_id": message.message_id,
+                "attempt": message.delivery_attempt or self.attempts.current(queue, message.message_id),
+                "status": "unavailable",
+                "http_status": UNAVAILABLE_STATUS,
+                "error": f"not processed, Pub/Sub will deliver it again: {error}",
+                **trace,
+            }
+            log.exception("could not process job: %s", error, extra=fields)
             return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed: {exc}")
 
     async def _read_body(self, request: Request) -> bytes | Response:
