@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pulumi
 import pytest
+
+from queuerun_gcp.mocks import ensure_event_loop
 
 from .support import Mocks
 
@@ -19,22 +19,13 @@ def mocks() -> Mocks:
     return m
 
 
-def _ensure_event_loop() -> None:
-    # Pulumi's mocks use the main thread's current event loop; an earlier ``asyncio.run`` (in
-    # another test module) leaves none behind.
-    try:
-        usable = not asyncio.get_event_loop_policy().get_event_loop().is_closed()
-    except RuntimeError:
-        usable = False
-    if not usable:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-
-
+# Pulumi's mocks use the main thread's current event loop; an earlier ``asyncio.run`` (in another test
+# module) leaves none behind.
 @pytest.fixture(autouse=True, scope="module")
 def event_loop_for_module_fixtures() -> None:
-    _ensure_event_loop()
+    ensure_event_loop()
 
 
 @pytest.fixture(autouse=True)
 def event_loop_for_pulumi() -> None:
-    _ensure_event_loop()
+    ensure_event_loop()
