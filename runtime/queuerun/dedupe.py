@@ -1,9 +1,14 @@
 """Dedupe reservations: the logic, over a few storage primitives each backend provides.
 
 A push with a dedupe key first *reserves* the key (an atomic create), then publishes, then records
-the job id. A second push inside the window gets the first job's id. A publish that fails releases
-the key; a reservation left pending by a process that died is taken over once it is older than the
-publish timeout, so the job is never lost for the whole window.
+the job id. A second push inside the window gets the first job's id. A publish that certainly
+queued nothing releases the key; a reservation left pending by a process that died is taken over
+once it is older than the publish timeout, so the job is never lost for the whole window.
+
+A publish whose outcome is unknown (the request went out, no answer came) marks the key
+*unknown* for the rest of the window: the job may be queued and its id is not known, so another
+push of the same key raises :class:`~queuerun.errors.PushOutcomeUnknownError` instead of queueing
+a second copy. A dedupe id therefore means at most one job per window, never two.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from typing import Final
 
-from .errors import PushError
+from .errors import PushError, PushOutcomeUnknownError
+
+UNKNOWN_JOB: Final = ""  # the job id of a reservation whose publish had an unknown outcome
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,7 @@ class DedupeRecord:
     token: str  # who holds the reservation
     created_at: float  # epoch seconds
     expires_at: float
-    job_id: str | None = None  # None while the publish is in flight
+    job_id: str | None = None  # None while the publish is in flight; UNKNOWN_JOB if its outcome is unknown
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,12 @@ class DedupeStore(ABC):
                 if self._replace(key, current, mine):
                     return Reservation(key, mine.token, None)
                 continue
+            if current.job_id == UNKNOWN_JOB:
+                until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(current.expires_at))
+                raise PushOutcomeUnknownError(
+                    f"dedupe key {key[:12]}...: an earlier push of this dedupe id got no answer, so its job may "
+                    f"be queued; pushing it again would risk a second copy until the dedupe window ends at {until}"
+                )
             if current.job_id is not None:
                 return Reservation(key, None, current.job_id)
             if time.monotonic() >= deadline:
@@ -100,6 +114,11 @@ class DedupeStore(ABC):
     def confirm(self, reservation: Reservation, job_id: str) -> None:
         assert reservation.token is not None, "confirm() needs an owned reservation"  # internal misuse only
         self._set_job(reservation.key, reservation.token, job_id)
+
+    def mark_unknown(self, reservation: Reservation) -> None:
+        """The publish may or may not have queued the job: hold the key for the rest of its window."""
+        assert reservation.token is not None, "mark_unknown() needs an owned reservation"  # internal misuse only
+        self._set_job(reservation.key, reservation.token, UNKNOWN_JOB)
 
     def release(self, reservation: Reservation) -> None:
         if reservation.token is not None:

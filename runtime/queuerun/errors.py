@@ -4,6 +4,7 @@
     ├── ConfigurationError        bad app/queue names, out-of-range options, bad settings
     ├── QueueNotFoundError        no queue declared under that name (also a LookupError)
     ├── PushError                 the job could not be queued; the cause is chained
+    │   ├── PushOutcomeUnknownError  Pub/Sub did not answer in time: the job may be queued
     │   ├── GroupIdRequiredError  FIFO push without a group id
     │   └── PayloadError          payload not serializable, or over Pub/Sub's limits
     │       └── PayloadTooLargeError  over Pub/Sub's 10 MB message limit
@@ -56,6 +57,15 @@ class QueueNotFoundError(QueueRunError, LookupError):
 
 class PushError(QueueRunError):
     """The job was not queued. ``__cause__`` holds the backend's error, if any."""
+
+
+class PushOutcomeUnknownError(PushError):
+    """A publish request went out and no answer came in time: the job may or may not be queued.
+
+    The only :class:`PushError` after which the job can still run. Nothing is retried behind the
+    caller's back; pushing again with the same dedupe id does not queue a second copy while the
+    first push's reservation stands (see :mod:`queuerun.dedupe`).
+    """
 
 
 class GroupIdRequiredError(PushError, ValueError):

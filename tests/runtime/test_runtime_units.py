@@ -8,7 +8,7 @@ import time
 import pytest
 
 from queuerun.dedupe import DedupeRecord, MemoryDedupeStore, dedupe_key
-from queuerun.errors import ConfigurationError, PushError
+from queuerun.errors import ConfigurationError, PushError, PushOutcomeUnknownError
 from queuerun.manifest import Manifest
 from queuerun.payload import BYTES, JSON, TEXT, content_hash, decode, encode
 from queuerun.settings import ENV, Settings
@@ -114,6 +114,23 @@ def test_dedupe_keys_of_other_apps_and_projects_differ() -> None:
         dedupe_key("pay.fifo", "g", "d", app="shop-pay.fifo", project="p1"),
     }
     assert len(keys) == 4
+
+
+def test_a_key_whose_push_had_an_unknown_outcome_is_held_for_the_window_not_requeued() -> None:
+    store = MemoryDedupeStore()
+    store.publish_timeout = 0.1  # an ordinary pending record would be taken over by now
+    store.mark_unknown(store.reserve("k", 0.5))
+    time.sleep(0.2)  # past the pending take-over age, inside the window
+    with pytest.raises(PushOutcomeUnknownError, match="may be queued"):
+        store.reserve("k", 0.5, wait=0)
+    deadline = time.monotonic() + 5
+    while True:  # once the window ends the key is free again
+        try:
+            assert store.reserve("k", 0.5, wait=0).token is not None
+            break
+        except PushOutcomeUnknownError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 def test_dedupe_reservation_lifecycle() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..dedupe import DedupeStore, Reservation, dedupe_key
-from ..errors import PushError, QueueRunError, UndecodableJobError
+from ..errors import PushError, PushOutcomeUnknownError, QueueRunError, UndecodableJobError
 from ..spec import QueueSpec
 from ..wire import OutgoingJob, ReceivedJob
 
@@ -142,7 +142,16 @@ class Backend(ABC):
             held = owned.get(i)
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
-                if held is not None:
+                if held is None:
+                    continue
+                if isinstance(outcome, PushOutcomeUnknownError):
+                    # The job may be queued: releasing would let a retry of the same dedupe id
+                    # queue a second copy. If even the mark fails, the pending record stays.
+                    try:
+                        self.dedupe.mark_unknown(held)
+                    except Exception:
+                        log.warning("queue %s: dedupe key of an unknown push outcome not marked", spec.name)
+                else:
                     self.dedupe.release(held)
                 continue
             results[i] = outcome

@@ -9,6 +9,14 @@ Publishing
     failed push raises, later pushes go through). A missing topic raises ``QueueNotFoundError``;
     any other failure ``PushError`` with the cause chained.
 
+    Failure contract. Each attempt is one RPC with a deadline of ``publish_timeout`` (30 s) and no
+    retry inside the client (with ordering on, the client would retry forever, publishing a job
+    whose push had raised long ago; see :mod:`.publish_outcome`). Attempts that certainly queued
+    nothing (Pub/Sub unreachable or UNAVAILABLE) are retried with ``google.api_core`` ``Retry`` for
+    ``unavailable_deadline`` (10 s), then the push raises ``PushError`` "not queued": nothing of it
+    is published later. An attempt that got no answer raises ``PushOutcomeUnknownError``: the only
+    push error after which the job may be queued; its dedupe reservation is kept, not released.
+
 Sequence numbers (``qr-seq``, FIFO only)
     A hybrid logical clock in the publishing process: ``seq = max(previous + 1, now in µs)``,
     taken under the same lock as the ``publish()`` call, so the order of numbers is the order the
@@ -49,7 +57,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import DrainTimeoutError, JobError, QueueNotFoundError, QueueRunError
+from ..errors import DrainTimeoutError, JobError, PushError, PushOutcomeUnknownError, QueueNotFoundError, QueueRunError
 from ..names import dead_letter_subscription_id, dead_letter_topic_id, topic_id
 from ..spec import QueueSpec
 from ..wire import (
@@ -67,6 +75,7 @@ from ..wire import (
 )
 from .base import Backend, DeadLetter, Progress
 from .firestore_store import CompletionStore, FirestoreDedupeStore
+from .publish_outcome import Verdict, classify, describe
 
 if TYPE_CHECKING:
     from ..app import App
@@ -84,6 +93,8 @@ PUBSUB_DLQ_COUNT: Final = "CloudPubSubDeadLetterSourceDeliveryCount"
 MAX_RECORDED_FAILURES: Final = 100  # what drain(fail_fast=True) can report, at most
 REPLAY_CHUNK: Final = 500  # dead letters republished (and acknowledged) per step of a replay
 DEFAULT_PUBLISH_TIMEOUT: Final = 30.0  # below DedupeStore.publish_timeout, so a stuck pusher's record is taken over
+# How long a push keeps retrying while Pub/Sub is unreachable: a blip passes, an outage is reported soon.
+DEFAULT_UNAVAILABLE_DEADLINE: Final = 10.0
 PULL_BATCH: Final = 1000
 # gRPC refuses responses over 4 MiB by default, and one Pub/Sub message may hold 10 MB: a pull must
 # receive at least one whole message plus its attributes and framing (the emulator was measured to
@@ -193,6 +204,7 @@ class GcpBackend(Backend):
         pubsub_endpoint: str | None = None,
         track_completions: bool | None = None,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        unavailable_deadline: float = DEFAULT_UNAVAILABLE_DEADLINE,
         batch_settings: Any = None,
         publisher: Any = None,
         subscriber: Any = None,
@@ -206,6 +218,7 @@ class GcpBackend(Backend):
         self._pubsub_endpoint = pubsub_endpoint
         self.track_completions = bool(pubsub_emulator_host) if track_completions is None else track_completions
         self.publish_timeout = publish_timeout
+        self.unavailable_deadline = unavailable_deadline
         self._batch_settings = batch_settings
         self._publisher = publisher
         self._subscriber = subscriber
@@ -299,41 +312,25 @@ class GcpBackend(Backend):
     def _publish(self, spec: QueueSpec, jobs: Sequence[OutgoingJob]) -> list[str | BaseException]:
         topic = self.topic_path(spec.name)
         publisher = self.publisher
-        futures: list[tuple[str, Any]] = []
+        deadline = time.monotonic() + self.unavailable_deadline
+        sent: list[tuple[str, bytes, dict[str, str], Any]] = []
         with self._publish_lock:  # numbers are taken in the order messages enter the client
             for job in jobs:
                 key = job.group_id or "" if spec.fifo else ""
                 attrs = job.attributes(self._clock.next() if spec.fifo else None)
-                try:
-                    future: Any = publisher.publish(
-                        topic, job.data, ordering_key=key, timeout=self.publish_timeout, **attrs
-                    )
-                except Exception as exc:  # e.g. the client was stopped
-                    future = exc
-                futures.append((key, future))
+                sent.append((key, job.data, attrs, self._send(publisher, topic, job.data, key, attrs)))
 
         results: list[str | BaseException] = []
-        failed_keys: set[str] = set()
-        not_found: BaseException | None = None
-        for key, future in futures:
-            if isinstance(future, BaseException):
-                results.append(future)
-                continue
-            try:
-                results.append(str(future.result(timeout=self.publish_timeout + 5)))
-            except Exception as exc:
-                from google.api_core.exceptions import NotFound
-
-                if isinstance(exc, NotFound):
-                    not_found = exc
-                results.append(exc)
-                if key:
-                    failed_keys.add(key)
-        for key in failed_keys:
-            with contextlib.suppress(RuntimeError, ValueError):  # another thread resumed it already
-                publisher.resume_publish(topic, key)
-        if not_found is not None:
-            raise TopicNotFoundError(spec.name, topic) from not_found
+        # In push order: a failed job of a group is retried before the group's later jobs (which
+        # the client cancelled unsent when it failed), so they stay in order.
+        for key, data, attrs, sending in sent:
+            outcome = self._outcome(publisher, topic, key, sending)
+            if isinstance(outcome, BaseException) and classify(outcome) is Verdict.RETRY:
+                outcome = self._retry(publisher, topic, key, data, attrs, deadline, outcome)
+            results.append(outcome if isinstance(outcome, str) else self._push_error(spec.name, topic, outcome))
+        not_found = [r for r in results if isinstance(r, TopicNotFoundError)]
+        if not_found:
+            raise not_found[0]
         if self.track_completions:  # only drain() reads these: a server in production keeps none
             with self._outstanding_lock:
                 for result in results:
@@ -341,14 +338,98 @@ class GcpBackend(Backend):
                         self._outstanding[(topic, result)] = spec.name
         return results
 
+    def _send(self, publisher: Any, topic: str, data: bytes, key: str, attrs: Mapping[str, str]) -> Any:
+        """Hand one message to the client: one RPC, no retry inside the client (see the module docstring)."""
+        try:
+            return publisher.publish(topic, data, ordering_key=key, retry=None, timeout=self.publish_timeout, **attrs)
+        except Exception as exc:  # e.g. the client was stopped
+            return exc
+
+    def _outcome(self, publisher: Any, topic: str, key: str, sending: Any) -> str | BaseException:
+        """The message id, or the error; a failure's paused ordering key is resumed."""
+        if isinstance(sending, BaseException):
+            return sending
+        try:
+            return str(sending.result(timeout=self.publish_timeout + 5))
+        except Exception as exc:
+            if key:
+                with contextlib.suppress(RuntimeError, ValueError):  # another thread resumed it already
+                    publisher.resume_publish(topic, key)
+            return exc
+
+    def _retry(
+        self,
+        publisher: Any,
+        topic: str,
+        key: str,
+        data: bytes,
+        attrs: Mapping[str, str],
+        deadline: float,
+        first: BaseException,
+    ) -> str | BaseException:
+        """Publish again while attempts certainly queue nothing, until ``deadline`` (monotonic)."""
+        from google.api_core.exceptions import RetryError
+        from google.api_core.retry import Retry
+
+        def attempt() -> str:
+            outcome = self._outcome(publisher, topic, key, self._send(publisher, topic, data, key, attrs))
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return first
+        retry = Retry(
+            predicate=lambda exc: classify(exc) is Verdict.RETRY, initial=0.1, maximum=1.0, multiplier=2.0, timeout=left
+        )
+        try:
+            return str(retry(attempt)())
+        except RetryError as exc:
+            return exc.cause if exc.cause is not None else exc
+        except Exception as exc:
+            return exc
+
+    def _push_error(self, queue: str, topic: str, error: BaseException) -> BaseException:
+        """The error a push raises for ``error``: it says whether the job may be queued."""
+        from google.api_core.exceptions import NotFound
+
+        if isinstance(error, NotFound):
+            failure: BaseException = TopicNotFoundError(queue, topic)
+        else:
+            verdict = classify(error)
+            where = self._pubsub_emulator_host or self._pubsub_endpoint or "pubsub.googleapis.com"
+            if verdict is Verdict.UNKNOWN:
+                failure = PushOutcomeUnknownError(
+                    f"queue {queue!r}: Pub/Sub ({where}) did not confirm the job within {self.publish_timeout:g} s, "
+                    f"so it may or may not be queued ({describe(error)}); pushing it again with the same dedupe id "
+                    "does not queue a second copy"
+                )
+            elif verdict is Verdict.RETRY:
+                failure = PushError(
+                    f"queue {queue!r}: job not queued: Pub/Sub ({where}) is unavailable (tried for "
+                    f"{self.unavailable_deadline:g} s): {describe(error)}"
+                )
+            else:
+                failure = PushError(f"queue {queue!r}: job not queued: {describe(error)}")
+        failure.__cause__ = error
+        return failure
+
     def publish_dead_letter(
         self, queue: str, job_id: str, data: bytes, attributes: Mapping[str, str], *, error: str, attempts: int
     ) -> str:
         """Publish one job to the queue's dead-letter topic (the push server's own dead-lettering)."""
         attrs = {k: v for k, v in attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
         attrs.update({A_JOB_ID: job_id, A_ERROR: _brief(error), A_ATTEMPTS: str(attempts)})
-        future = self.publisher.publish(self.dead_letter_topic_path(queue), data, timeout=self.publish_timeout, **attrs)
-        return str(future.result(timeout=self.publish_timeout + 5))
+        topic = self.dead_letter_topic_path(queue)
+        publisher = self.publisher
+        deadline = time.monotonic() + self.unavailable_deadline
+        outcome = self._outcome(publisher, topic, "", self._send(publisher, topic, data, "", attrs))
+        if isinstance(outcome, BaseException) and classify(outcome) is Verdict.RETRY:
+            outcome = self._retry(publisher, topic, "", data, attrs, deadline, outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     # -- completion ----------------------------------------------------------------------------
     def record_failure(self, error: BaseException) -> None:
