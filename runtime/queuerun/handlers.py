@@ -106,11 +106,18 @@ async def run_handler(
     timeout: float,
     executor: Executor | None,
     linger: float | None = 0.0,
+    on_done: Callable[[], None] | None = None,
 ) -> Outcome:
     """Run one job; never raises. A timeout sets the signal and cancels async handlers.
 
     A sync handler's thread cannot be stopped. ``linger`` is how long to wait for it after a timeout
     before reporting (None: until it returns), so a FIFO group never has two of its jobs running.
+
+    ``on_done`` (which must not raise) is called the moment the handler returns without error
+    before its timeout: in the handler's own thread for a sync handler, before the event loop hears
+    of it (a sync handler returning after its timeout has failed: the signal told it to stop). The
+    push server writes the completion record there, so the window in which a crash makes a
+    completed job run again is that one write.
     """
     start = time.monotonic()
 
@@ -132,9 +139,11 @@ async def run_handler(
                     if limit.expired():
                         return timed_out()
                     raise  # the handler's own TimeoutError: an ordinary failure
+                if on_done is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, on_done)
             else:
                 # The context copy carries app and user into the worker thread.
-                call = functools.partial(contextvars.copy_context().run, info.func, *args)
+                call = functools.partial(contextvars.copy_context().run, _then, info.func, args, meta, on_done)
                 future = asyncio.get_running_loop().run_in_executor(executor, call)
                 done, _ = await asyncio.wait({future}, timeout=timeout)
                 if not done:
@@ -149,3 +158,10 @@ async def run_handler(
     except Exception as exc:
         return Outcome("retry", exc, time.monotonic() - start)
     return Outcome("done", None, time.monotonic() - start)
+
+
+def _then(func: Handler, args: tuple[Any, ...], meta: JobMetadata, on_done: Callable[[], None] | None) -> None:
+    """Call a sync handler, then ``on_done`` in the same thread unless the job timed out meanwhile."""
+    func(*args)
+    if on_done is not None and not meta.signal.aborted:
+        on_done()

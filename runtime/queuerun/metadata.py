@@ -42,7 +42,9 @@ class JobMetadata:
     """Metadata passed as the handler's second argument.
 
     ``sequence_number`` (FIFO only) strictly increases within a group in delivery order and is
-    stable across redeliveries; ``received_count`` is 1 on the first delivery.
+    stable across redeliveries; ``received_count`` is 1 on the first delivery. ``job_id``,
+    ``queued_at``, ``group_id`` and ``sequence_number`` are the same on every delivery of a job,
+    also a rerun after a crash, so a handler can key its effects on ``job_id`` to be idempotent.
     """
 
     job_id: str

@@ -25,7 +25,10 @@ queue's timeout:
 ``received_count`` is the envelope's ``deliveryAttempt`` (sent when the subscription has a
 dead-letter policy), else counted by this process per message id (the emulator never sends it).
 On FIFO queues a completion record is checked before and written after the handler, so a job that
-completed is acknowledged without running again when Pub/Sub redelivers it.
+completed is acknowledged without running again when Pub/Sub redelivers it. The record is written in
+the handler's own thread the moment it returns (also when a timed-out sync handler finishes late):
+a crash can make a completed job run again only inside that one Firestore write. A handler that
+must not repeat an effect even then keys it on ``meta.job_id``, which a redelivery keeps.
 """
 
 from __future__ import annotations
@@ -73,6 +76,27 @@ UNAVAILABLE_STATUS: Final = 503  # a store we depend on failed: try again later
 PUSH_PATH: Final = "/_pubsub/"
 HEALTH_PATH: Final = "/_health"
 ATTEMPT_CACHE_SIZE: Final = 10_000
+
+
+class _CompletionRecorder:
+    """Writes a job's "done" record the moment its handler returns (``run_handler``'s ``on_done``).
+
+    Called in the handler's thread, it must not raise: a failed write is kept and tried again by
+    ``ensure()`` on the request's path, whose error makes the answer a 503.
+    """
+
+    def __init__(self, backend: GcpBackend, topic: str, job_id: str, queue: str) -> None:
+        self._backend, self._topic, self._job_id, self._queue = backend, topic, job_id, queue
+        self._written = False
+
+    def __call__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ensure()
+
+    def ensure(self) -> None:
+        if not self._written:
+            self._backend.completions.mark(self._topic, self._job_id, queue=self._queue, status="done")
+            self._written = True
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -250,6 +274,7 @@ class PushServer:
             received_count=received_count,
             published_at=message.publish_time,
         )
+        recorder = _CompletionRecorder(self.backend, topic, message.message_id, queue) if tracked else None
         try:
             payload, meta = job.decode(queue, fifo=spec.fifo)
         except UndecodableJobError as exc:  # the message itself is unusable: retrying cannot help
@@ -266,6 +291,7 @@ class PushServer:
                 # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
                 # sends nothing more of the group) until it ends, up to just before the ack deadline.
                 linger=max(0.0, spec.ack_deadline - spec.timeout - 1) if spec.fifo else 0.0,
+                on_done=recorder,
             )
         fields["duration_ms"] = round(outcome.duration * 1000, 1)
         error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
@@ -273,10 +299,8 @@ class PushServer:
             self._report_failure(outcome.error)
 
         if outcome.status == "done":
-            if tracked:
-                await anyio.to_thread.run_sync(
-                    lambda: self.backend.completions.mark(topic, message.message_id, queue=queue, status="done")
-                )
+            if recorder is not None:
+                await anyio.to_thread.run_sync(recorder.ensure)  # a failed write: 503, and the job runs again
             self.attempts.forget(queue, message.message_id)
             # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
             log.debug("job done", extra={**fields, "status": "done"})
