@@ -364,7 +364,8 @@ async def _stub_ok(scope: Any, receive: Any, send: Any) -> None:
 
 
 def _public(door: Door) -> Door:
-    return dataclasses.replace(door, ingress=INGRESS_ALL, invoker_iam_disabled=True)
+    """The door as a public, deployable service: these tests are about the door's other rules."""
+    return dataclasses.replace(door, ingress=INGRESS_ALL, invoker_iam_disabled=True, image_problem=None)
 
 
 def test_a_request_past_the_request_timeout_gets_504() -> None:
@@ -379,7 +380,7 @@ def test_a_request_past_the_request_timeout_gets_504() -> None:
 
     async def call() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url=door.url) as client:
-            return await client.get("/slow", headers={ORIGIN_HEADER: "internet"})
+            return await asyncio.wait_for(client.get("/slow", headers={ORIGIN_HEADER: "internet"}), 5)
 
     response = asyncio.run(call())
 
@@ -404,7 +405,7 @@ def test_beyond_concurrency_times_instances_requests_get_429() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url=door.url) as client:
             first = [asyncio.create_task(client.get("/", headers={ORIGIN_HEADER: "internet"})) for _ in range(4)]
             for _ in range(4):
-                await entered.acquire()  # all four in flight
+                await asyncio.wait_for(entered.acquire(), 5)  # all four in flight
             over = await client.get("/", headers={ORIGIN_HEADER: "internet"})
             release.set()
             return [over.status_code, *[(await t).status_code for t in first]]
@@ -413,7 +414,7 @@ def test_beyond_concurrency_times_instances_requests_get_429() -> None:
 
 
 def test_an_iam_protected_door_refuses_missing_wrong_and_unauthorized_tokens(google: Google) -> None:
-    door = door_of("quickstart")
+    door = dataclasses.replace(door_of("quickstart"), image_problem=None)
     audience = door.custom_audiences[0]
     push_sa = next(m for m in door.invokers).removeprefix("serviceAccount:")
     other = "intruder@test-project.iam.gserviceaccount.com"
