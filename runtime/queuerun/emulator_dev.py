@@ -4,6 +4,10 @@ The app runs on the Google Cloud backend against the Pub/Sub and Firestore emula
 unless ``PUBSUB_EMULATOR_HOST`` and ``FIRESTORE_EMULATOR_HOST`` point at running ones), served by the
 push server, with topics and push subscriptions built from the app's declarations. Emulators this
 command starts are stopped by process group when it exits.
+
+The emulator drops some messages after failed push deliveries (production does not): every job
+this server nacked and the emulator did not deliver again within a minute is logged as LOST, by
+job id, so no work disappears silently (see :mod:`queuerun.server.redelivery`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from . import emulators
 from .emulator_topology import ensure_topology
+from .server.redelivery import RedeliveryWatch
 from .settings import ENV
 
 log = logging.getLogger("queuerun.dev")
@@ -95,7 +100,9 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
         os.environ.update({k: v for k, v in settings.items() if k != ENV.BACKEND})
         app = load_app(target)
         app.use_settings(settings)
-        server = BackgroundServer(app, host=host, port=port)  # binds the port, so its URL is known
+        watch = RedeliveryWatch()
+        # binds the port, so its URL is known
+        server = BackgroundServer(app, host=host, port=port, push_options={"redelivery": watch})
         # Subscriptions first: a job published to a topic before its subscription exists is lost.
         topology = ensure_topology(
             app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
@@ -107,12 +114,34 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
                 flush=True,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
+                while True:
+                    threading.Event().wait(1.0)
+                    report_lost(watch)
     except KeyboardInterrupt:
         pass
     finally:
         for emulator in started:
             emulators.stop(emulator)
+
+
+def report_lost(watch: RedeliveryWatch) -> int:
+    """Log every nacked job the emulator has not redelivered in time; returns how many."""
+    lost = watch.overdue()
+    for item in lost:
+        log.error(
+            "the Pub/Sub emulator did not redeliver this job",
+            extra={
+                "queue": item.queue,
+                "job_id": item.job_id,
+                "attempt": item.attempt,
+                "status": "LOST",
+                "error": (
+                    f"nacked, then not redelivered within {watch.grace:g} s: the emulator drops messages after "
+                    "failed push deliveries; production Pub/Sub would retry it. Push it again to run it"
+                ),
+            },
+        )
+    return len(lost)
 
 
 def _interrupt(signum: int, frame: object) -> None:

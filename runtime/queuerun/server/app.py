@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from ..backends.gcp import GcpBackend
     from ..spec import QueueSpec
     from .oidc import PushTokenVerifier
+    from .redelivery import RedeliveryWatch
 
 log = logging.getLogger("queuerun.server")
 
@@ -141,8 +142,11 @@ class PushServer:
         verifier: PushTokenVerifier | None = None,
         max_body_bytes: int = MAX_PUSH_BODY_BYTES,
         threads: int = 64,
+        redelivery: RedeliveryWatch | None = None,
     ) -> None:
+        """``redelivery`` follows nacked jobs until Pub/Sub delivers them again (the dev server on the emulator)."""
         self.app = app
+        self.redelivery = redelivery
         self.settings = settings or app.settings
         if verifier is None and not self.settings.insecure_push:
             if not (self.settings.push_audience and self.settings.push_service_account):
@@ -232,6 +236,8 @@ class PushServer:
                 **trace,
             }
             log.exception("could not process job: %s", error, extra=fields)
+            if self.redelivery is not None:
+                self.redelivery.nacked(queue, message.message_id, fields["attempt"] or 0)
             return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed: {exc}")
 
     async def _read_body(self, request: Request) -> bytes | Response:
@@ -259,6 +265,8 @@ class PushServer:
         queue = spec.name
         received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
         fields: dict[str, Any] = {"queue": queue, "job_id": message.message_id, "attempt": received_count, **trace}
+        if self.redelivery is not None:
+            self.redelivery.delivered(queue, message.message_id)
         tracked = spec.fifo or self._tracking()
         topic = self.backend.topic_path(queue) if tracked else ""
         if spec.fifo:
@@ -308,6 +316,8 @@ class PushServer:
 
         if outcome.status == "retry" and received_count < spec.max_attempts:
             log.warning("job failed, will retry: %s", error, extra={**fields, "status": "retry", "error": error})
+            if self.redelivery is not None:
+                self.redelivery.nacked(queue, message.message_id, received_count)
             return error_response(NACK_STATUS, f"queue {queue!r}: job {message.message_id} failed: {error}")
 
         await anyio.to_thread.run_sync(

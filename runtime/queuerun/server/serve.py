@@ -47,13 +47,15 @@ def load_app(target: str | None = None, environ: Mapping[str, str] | None = None
     return value
 
 
-def _config(app: App, host: str, port: int, grace: int, **options: Any) -> uvicorn.Config:
+def _config(
+    app: App, host: str, port: int, grace: int, push_options: Mapping[str, Any] | None = None, **options: Any
+) -> uvicorn.Config:
     import uvicorn
 
     from .app import create_push_app
 
     return uvicorn.Config(
-        create_push_app(app),
+        create_push_app(app, **(push_options or {})),
         host=host,
         port=port,
         timeout_graceful_shutdown=max(1, grace),
@@ -88,14 +90,23 @@ class BackgroundServer:
     ``with BackgroundServer(app) as server: server.url`` ... Stopping lets in-flight requests finish.
     """
 
-    def __init__(self, app: App, *, host: str = "127.0.0.1", port: int = 0, grace: int = SHUTDOWN_GRACE) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        grace: int = SHUTDOWN_GRACE,
+        push_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``push_options`` go to :class:`~queuerun.server.app.PushServer`."""
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
         import uvicorn
 
-        self._server = uvicorn.Server(_config(app, self.host, self.port, grace))
+        self._server = uvicorn.Server(_config(app, self.host, self.port, grace, push_options))
         self._thread = threading.Thread(target=self._run, name="queuerun-push-server", daemon=True)
 
     @property
