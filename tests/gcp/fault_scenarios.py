@@ -1,0 +1,237 @@
+"""Fault injection on the emulators: each scenario pushes jobs under one fault and counts, per job,
+whether it completed, was dead-lettered, was lost or ran twice.
+
+Loopback only, bounded in time (every wait has a deadline), and every process it starts (the
+emulators, when run as a script) is stopped by process group. ``tests/gcp/test_fault_suite.py``
+runs the fast scenarios in the default test run; run them all with
+``.venv/bin/python tests/gcp/fault_scenarios.py``, which prints one line per scenario.
+
+Lost counts jobs neither completed nor dead-lettered by the deadline; how many of those the dev
+server's watch named (the emulator drops messages after failed push deliveries) is shown apart.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from queuerun import App, JobMetadata, PushError
+from queuerun.backends.gcp import GcpBackend, make_publisher
+from queuerun.emulator_topology import delete_topology, ensure_topology
+from queuerun.server.redelivery import RedeliveryWatch
+from queuerun.server.serve import BackgroundServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faults import FaultProxy  # tests/gcp is not a package: its helpers are imported by path
+
+
+@dataclass(frozen=True)
+class Tally:
+    scenario: str
+    pushed: int
+    completed: int
+    dead: int
+    lost: int
+    doubled: int
+    reported_lost: int = 0
+    push_errors: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{self.scenario:<28} pushed={self.pushed:<4} completed={self.completed:<4} dead={self.dead:<4} "
+            f"lost={self.lost:<3} (reported {self.reported_lost}) doubled={self.doubled:<3} "
+            f"push errors={self.push_errors}"
+        )
+
+
+class Runs:
+    """Completed runs per job id, from handler threads."""
+
+    def __init__(self) -> None:
+        self.count: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str) -> None:
+        with self._lock:
+            self.count[job_id] += 1
+
+
+def _fails(job_id: str, attempt: int, rate: float) -> bool:
+    """A deterministic coin per (job, attempt): reruns of a scenario see the same faults."""
+    digest = hashlib.sha256(f"{job_id}/{attempt}".encode()).digest()
+    return digest[0] / 256 < rate
+
+
+@contextmanager
+def served(env: dict[str, str], project: str, pubsub_host: str, declare: Callable[[App, Runs], None]) -> Iterator[
+    tuple[App, Runs, RedeliveryWatch]
+]:
+    app = App(f"f{uuid.uuid4().hex[:10]}", settings={**env, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
+    runs = Runs()
+    declare(app, runs)
+    watch = RedeliveryWatch(grace=15)
+    server = BackgroundServer(app, push_options={"redelivery": watch}).start()
+    ensure_topology(app, project=project, push_base_url=server.url, emulator_host=pubsub_host)
+    try:
+        yield app, runs, watch
+    finally:
+        server.stop()
+        app.backend.stop()
+        delete_topology(app, project=project, emulator_host=pubsub_host)
+
+
+def settle(
+    name: str, app: App, queue: str, runs: Runs, watch: RedeliveryWatch, pushed: set[str], timeout: float, **extra: int
+) -> Tally:
+    """Wait until every pushed job completed, was dead-lettered or was reported lost, or the deadline."""
+    backend = app.backend
+    assert isinstance(backend, GcpBackend)
+    reported: set[str] = set()
+    dead: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        reported |= {item.job_id for item in watch.overdue()}
+        dead = {d.job_id for d in backend.dead_letters(queue)}
+        settled = set(runs.count) | dead | reported
+        if pushed <= settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # dead letters and the watch are polled: no event to wait on
+    completed = pushed & set(runs.count)
+    lost = pushed - completed - dead
+    return Tally(
+        name,
+        pushed=len(pushed),
+        completed=len(completed),
+        dead=len(pushed & dead),
+        lost=len(lost),
+        doubled=sum(1 for job in pushed if runs.count[job] > 1),
+        reported_lost=len(lost & reported),
+        **extra,
+    )
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+def random_failures(env: dict[str, str], project: str, pubsub_host: str, *, fifo: bool, jobs: int = 20) -> Tally:
+    queue = "work.fifo" if fifo else "work"
+
+    def declare(app: App, runs: Runs) -> None:
+        @app.queue(queue, min_backoff=0, max_backoff=1)
+        def handle(job: Any, meta: JobMetadata) -> None:
+            if _fails(meta.job_id, meta.received_count, 0.25):
+                raise RuntimeError("injected failure")
+            runs.add(meta.job_id)
+
+    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+        ref = app.queues(queue)
+        pushed = {(ref.group(f"g{i % 3}") if fifo else ref).push({"n": i}) for i in range(jobs)}
+        return settle(f"random failures ({'fifo' if fifo else 'standard'})", app, queue, runs, watch, pushed, 90)
+
+
+def dedupe_race(env: dict[str, str], project: str, pubsub_host: str, *, pushers: int = 8) -> Tally:
+    def declare(app: App, runs: Runs) -> None:
+        app.queue("pay.fifo")(lambda job, meta: runs.add(meta.job_id))
+
+    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+        ids: list[str] = []
+        barrier = threading.Barrier(pushers)
+
+        def push() -> None:
+            barrier.wait()
+            ids.append(app.queues("pay.fifo").group("g").dedupe("same").push({"order": 1}))
+
+        threads = [threading.Thread(target=push) for _ in range(pushers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        tally = settle("dedupe race (8 threads)", app, "pay.fifo", runs, watch, set(ids), 60)
+        # Two ids for one dedupe id would be a double: count the extra ones.
+        return Tally(**{**tally.__dict__, "doubled": tally.doubled + len(set(ids)) - 1})
+
+
+def poison_in_group(env: dict[str, str], project: str, pubsub_host: str) -> Tally:
+    def declare(app: App, runs: Runs) -> None:
+        app.queue("orders.fifo")(lambda job, meta: runs.add(meta.job_id))
+
+    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+        backend = app.backend
+        assert isinstance(backend, GcpBackend)
+        publisher = make_publisher(emulator_host=pubsub_host)
+        group = {"qr-group": "g", "qr-content-type": "application/json"}
+        poison = [
+            (b"[" * 50_000 + b"]" * 50_000, group),
+            (b'{"$queuerun": "bytes", "base64": 5}', {**group, "qr-content-type": "application/vnd.queuerun+json"}),
+            (b"hello", {}),
+        ]
+        pushed = {
+            publisher.publish(backend.topic_path("orders.fifo"), data, ordering_key="g", **attrs).result(timeout=30)
+            for data, attrs in poison
+        }
+        publisher.stop()
+        pushed |= {app.queues("orders.fifo").group("g").push({"n": i}) for i in range(5)}
+        return settle("poison messages in a group", app, "orders.fifo", runs, watch, pushed, 60)
+
+
+def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, jobs: int = 6) -> Tally:
+    proxy = FaultProxy(pubsub_host)
+    proxied = {**env, "PUBSUB_EMULATOR_HOST": proxy.host}
+
+    def declare(app: App, runs: Runs) -> None:
+        app.queue("pay.fifo")(lambda job, meta: runs.add(meta.job_id))
+
+    try:
+        with served(proxied, project, pubsub_host, declare) as (app, runs, watch):
+            backend = app.backend
+            assert isinstance(backend, GcpBackend)
+            backend.unavailable_deadline = 2.0
+            pushed: set[str] = set()
+            errors = 0
+            ref = app.queues("pay.fifo").group("g")
+            for i in range(jobs):
+                proxy.set("refuse" if i % 2 else "up")
+                try:
+                    pushed.add(ref.dedupe(f"d{i}").push({"n": i}))
+                except PushError:
+                    errors += 1
+                    proxy.set("up")
+                    pushed.add(ref.dedupe(f"d{i}").push({"n": i}))  # the caller's retry
+            proxy.set("up")
+            return settle("Pub/Sub refusing pushes", app, "pay.fifo", runs, watch, pushed, 60, push_errors=errors)
+    finally:
+        proxy.close()
+
+
+def main() -> None:
+    import tempfile
+
+    from queuerun import emulators
+
+    with tempfile.TemporaryDirectory() as workdir:
+        running = emulators.start_all(Path(workdir))
+        try:
+            env = emulators.emulator_env(running["pubsub"], running["firestore"])
+            args = (env, running["pubsub"].project, running["pubsub"].host)
+            for scenario in (
+                lambda: random_failures(*args, fifo=False),
+                lambda: random_failures(*args, fifo=True),
+                lambda: dedupe_race(*args),
+                lambda: poison_in_group(*args),
+                lambda: pubsub_unreachable(*args),
+            ):
+                print(scenario().line(), flush=True)
+        finally:
+            for emulator in running.values():
+                emulators.stop(emulator)
+
+
+if __name__ == "__main__":
+    main()
