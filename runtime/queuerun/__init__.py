@@ -11,6 +11,7 @@ from .errors import (
     GroupIdRequiredError,
     PayloadError,
     PushError,
+    PushOutcomeUnknownError,
     QueueNotFoundError,
     QueueRunError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "JobSignal",
     "PayloadError",
     "PushError",
+    "PushOutcomeUnknownError",
     "Queue",
     "QueueNotFoundError",
     "QueueRunError",
