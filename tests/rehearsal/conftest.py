@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from rehearsal import Google
 
 from queuerun.server import oidc
-
-
-def ensure_event_loop() -> None:
-    # Pulumi's mocks use the main thread's current event loop; an earlier ``asyncio.run`` leaves none.
-    try:
-        usable = not asyncio.get_event_loop_policy().get_event_loop().is_closed()
-    except RuntimeError:
-        usable = False
-    if not usable:
-        asyncio.set_event_loop(asyncio.new_event_loop())
+from queuerun_gcp.mocks import ensure_event_loop
 
 
 @pytest.fixture(scope="session")
