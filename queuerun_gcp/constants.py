@@ -30,7 +30,6 @@ PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
 # deploy with Google's own ``gcloud run deploy --function`` flow; the component's builds run the
 # runtime's own server instead.
 FUNCTION_TARGET: Final = "queuerun"
-FUNCTION_SOURCE_MODULE: Final = "queuerun.server.functions"
 # The runtime's third-party dependencies, installed by the source build: queuerun itself is not on
 # PyPI, so the component uploads the package and lists these in the generated requirements.txt. The
 # same list as ``runtime/pyproject.toml`` (a test keeps them equal); never Pulumi.
@@ -45,11 +44,6 @@ RUNTIME_REQUIREMENTS: Final = (
     "pydantic>=2",
     "websockets>=15",
 )
-# What a source build's image runs (the generated Dockerfile's CMD): the runtime's own server, which
-# binds $PORT and serves push, HTTP queues and WebSockets.
-SERVER_COMMAND: Final = ("python", "-m", "queuerun.server")
-# Nothing beyond the runtime's own dependencies: its server is uvicorn, already among them.
-SERVER_REQUIREMENTS: Final[tuple[str, ...]] = ()
 DEFAULT_APP_TARGET: Final = "main:app"
 DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 CONTAINER_PORT: Final = 8080

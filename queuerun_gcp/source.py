@@ -32,13 +32,12 @@ import pulumi
 
 import queuerun
 
-from .constants import RUNTIME_REQUIREMENTS
+from .constants import DEFAULT_BASE_IMAGE, RUNTIME_REQUIREMENTS
 from .ignore import source_files
 
 DOCKERFILE: Final = "Dockerfile"
 REQUIREMENTS: Final = "requirements.txt"
 RUNTIME_PACKAGE: Final = "queuerun"
-DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 SERVER_MODULE: Final = "queuerun.server"
 # Requirements the app may not add: Pulumi stays out of the image; queuerun is uploaded, not installed.
 _REFUSED_REQUIREMENTS: Final = re.compile(r"^(pulumi(-.*)?|queuerun(-gcp)?)$")
