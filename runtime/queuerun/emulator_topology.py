@@ -87,10 +87,14 @@ def ensure_topology(
                     "service_account_email": oidc_service_account,
                     "audience": oidc_audience or "",
                 }
+            pull = spec.delivery == "pull"  # consumed by queuerun worker, as in production
+            if pull:
+                push_config, endpoint = {}, ""
             request: dict[str, Any] = {
                 "name": sub,
                 "topic": topic,
                 "push_config": push_config,
+                "enable_exactly_once_delivery": pull and spec.exactly_once,
                 "ack_deadline_seconds": spec.ack_deadline,
                 "enable_message_ordering": spec.fifo,
                 "retry_policy": {
