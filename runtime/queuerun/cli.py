@@ -234,6 +234,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .server.logs import configure_logging
+    from .worker import run_worker
+
+    app = load(args.target, _env_file(args))
+    configure_logging()
+    run_worker(app, queues=args.queue or None)
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     # Imported here: the runtime must import without Pulumi (Cloud Run images do not ship it).
     try:
@@ -310,6 +320,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub_parser("worker", help="consume the app's delivery='pull' queues (what the Cloud Run worker pool runs)")
+    p.add_argument("target", metavar="MODULE:APP", nargs="?", help=f"default ${ENV.APP}")
+    p.add_argument("--queue", action="append", metavar="QUEUE", help="only this pull queue (repeatable)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub_parser("preview", help="run a Pulumi program offline (mocks, no cloud): resources, warnings, problems")
     p.add_argument("program_dir", metavar="PROGRAM_DIR", help="directory of the Pulumi program (or below it)")

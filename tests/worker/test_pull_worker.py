@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from gcp.gcp_helpers import Calls
 
 from queuerun import App, JobMetadata
 from queuerun.errors import ConfigurationError
+from queuerun.names import subscription_id
 from queuerun.worker import PullWorker
 
 pytestmark = pytest.mark.emulators
@@ -108,3 +111,63 @@ def test_worker_refuses_an_app_without_pull_queues(new_app: Callable[[], App]) -
         PullWorker(app)
     with pytest.raises(ConfigurationError, match="queue 'emails': delivery is 'push'"):
         PullWorker(app, queues=["emails"])
+
+
+def _subscription(worker: PullWorker, queue: str) -> str:
+    return f"projects/{worker.backend.project}/subscriptions/{subscription_id(worker.app.name, queue)}"
+
+
+def _leased(worker: PullWorker, job_id: str, count: int = 1, timeout: float = 30) -> list[Any]:
+    """The messages of ``job_id`` the worker is running, once there are ``count`` of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with worker._inflight_lock:
+            found = [m for _, m in worker._inflight.values() if m.message_id == job_id]
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} was not delivered {count} time(s) within {timeout} s")
+
+
+@pytest.mark.filterwarnings("ignore:The return_immediately flag is deprecated:DeprecationWarning")
+def test_exactly_once_runs_a_redelivered_message_once_and_reports_the_refused_ack(
+    new_app: Callable[[], App], pull: Pull, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = new_app()
+    calls = Calls()
+    release = threading.Event()
+
+    @app.queue("ledger", delivery="pull", exactly_once=True)
+    def handle(job: str, meta: JobMetadata) -> None:
+        calls.add((job, meta.job_id))
+        assert release.wait(30)
+
+    worker = pull(app)
+    job_id = handle.push("entry")
+    calls.wait_for(lambda items: len(items) == 1)
+    [first] = _leased(worker, job_id)
+    # Pub/Sub delivers the message again while the first delivery runs (as when a lease lapses):
+    # only the newest ack id may acknowledge it from now on.
+    worker.subscriber.modify_ack_deadline(
+        subscription=_subscription(worker, "ledger"),
+        ack_ids=[first.ack_id],
+        ack_deadline_seconds=0,
+    )
+    _leased(worker, job_id, count=2)
+    with caplog.at_level(logging.INFO, logger="queuerun.worker"):
+        release.set()
+        app.backend.drain(timeout=30)
+        deadline = time.monotonic() + 30
+        while not any("already done" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert calls.items == [("entry", job_id)]  # the handler ran once
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("acknowledgement refused (INVALID_ACK_ID)" in m for m in messages), messages
+    assert any("already done" in m for m in messages), messages
+    worker.stop(grace=5)
+    left = worker.subscriber.pull(
+        subscription=_subscription(worker, "ledger"),
+        max_messages=10,
+        return_immediately=True,
+    )
+    assert list(left.received_messages) == []  # the redelivery was acknowledged

@@ -31,8 +31,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -54,6 +57,7 @@ log = logging.getLogger("queuerun.worker")
 
 ACK_WAIT: Final = 60.0  # an exactly-once ack's answer (the library retries transient errors inside it)
 ATTEMPTS_KEPT: Final = 10_000
+FLUSH_WAIT: Final = 1.0  # after the grace period: for the library to send the last nacks (Cloud Run allows 10 s)
 
 
 def pull_specs(app: App, queues: Iterable[str] | None = None) -> list[QueueSpec]:
@@ -120,6 +124,7 @@ class PullWorker:
         self.backend: GcpBackend = backend
         backend.bind(app)
         self.grace = grace
+        self._emulator = bool(app.settings.pubsub_emulator_host)
         self._subscriber = subscriber
         runners = sum(s.concurrency for s in self.specs)
         self._executor = concurrent.futures.ThreadPoolExecutor(runners + 4, thread_name_prefix="queuerun-job")
@@ -131,8 +136,9 @@ class PullWorker:
         self._stop_waiters: asyncio.Event | None = None
         self._attempts = _Attempts()
         self._running: dict[tuple[str, str], asyncio.Future[None]] = {}  # (queue, message id), on the loop
-        self._inflight: dict[int, Any] = {}  # id(message) -> message, while its callback runs
+        self._inflight: dict[int, tuple[str, Any]] = {}  # id(message) -> (subscription, message) while it runs
         self._inflight_lock = threading.Lock()
+        self._inflight_done = threading.Condition(self._inflight_lock)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -153,7 +159,7 @@ class PullWorker:
             threads = concurrent.futures.ThreadPoolExecutor(plan.runners, thread_name_prefix=f"queuerun-{spec.name}")
             stream = self.subscriber.subscribe(
                 path,
-                callback=lambda message, spec=spec, plan=plan: self._on_message(spec, plan, message),
+                callback=lambda message, spec=spec, plan=plan, path=path: self._on_message(spec, plan, path, message),
                 flow_control=FlowControl(max_messages=plan.max_messages, max_lease_duration=plan.max_lease_duration),
                 scheduler=ThreadScheduler(threads),
                 # On cancel, the library waits for running callbacks (they ack or nack) before it stops
@@ -171,38 +177,55 @@ class PullWorker:
             )
         return self
 
-    def stop(self, grace: float | None = None) -> None:
-        """Stop pulling; let running jobs finish for ``grace`` seconds, then nack the rest."""
+    def stop(self, grace: float | None = None) -> int:
+        """Stop pulling; let running jobs finish for ``grace`` seconds, then nack the rest (returns how many).
+
+        Cancelling a stream closes it at once (no more messages) while the library keeps its
+        dispatcher for the callbacks still running (``await_callbacks_on_shutdown``): their acks
+        and nacks still go out. Nacks of jobs cut off go to a closed stream's subscription, so
+        Pub/Sub hands them to another instance, not back to this one.
+        """
         if self._stopping.is_set():
-            return
+            return 0
         self._stopping.set()
+        wait = self.grace if grace is None else grace
         if self._stop_waiters is not None:
             self._loop.call_soon_threadsafe(self._stop_waiters.set)  # FIFO retries waiting out a backoff
         for stream in self._streams:
-            stream.cancel()
-        deadline = time.monotonic() + (self.grace if grace is None else grace)
-        for stream in self._streams:
-            try:
-                stream.result(timeout=max(0.0, deadline - time.monotonic()))
-            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, TimeoutError):
-                pass
-            except Exception as exc:  # the stream had failed: nothing left to wait for
-                log.warning("stream ended with %s", exc)
-        with self._inflight_lock:
+            stream.cancel()  # the library also nacks what it leased and never started
+        with self._inflight_done:
+            self._inflight_done.wait_for(lambda: not self._inflight, timeout=wait)
             left = list(self._inflight.values())
-        for message in left:
-            # The library's shutdown is still waiting for these callbacks, so its dispatcher sends this.
-            message.nack()
+        for path, message in left:
+            if self._emulator:
+                # Emulator gap (measured): a message nacked after its stream closed is never handed to
+                # another stream when the subscription has a dead-letter policy; left alone, it is
+                # handed out again a few seconds after the stream closed. Production takes the nack.
+                log.warning(
+                    "shutting down: job still running after %gs, left to Pub/Sub (emulator: not nacked)",
+                    wait,
+                    extra={"job_id": message.message_id, "status": "released"},
+                )
+                continue
+            message.nack()  # out of the library's lease management, and a nack through its dispatcher
+            try:  # ... and one RPC of our own, confirmed before the process may exit
+                self.subscriber.modify_ack_deadline(subscription=path, ack_ids=[message.ack_id], ack_deadline_seconds=0)
+            except Exception as exc:  # its lease still runs out, then Pub/Sub delivers it again
+                log.warning("nack of job %s not confirmed: %s", message.message_id, exc)
             log.warning(
                 "shutting down: job still running after %gs, nacked for another instance",
-                self.grace if grace is None else grace,
+                wait,
                 extra={"job_id": message.message_id, "status": "nacked"},
             )
-        if left:
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+        if left:  # their callbacks return once their deliveries are cancelled
+            self._loop.call_soon_threadsafe(_cancel_all, self._loop)
+        flush = time.monotonic() + FLUSH_WAIT
+        for stream in self._streams:  # the library's shutdown ends once the callbacks have returned
+            with contextlib.suppress(Exception):
+                stream.result(timeout=max(0.0, flush - time.monotonic()))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        return len(left)
 
     def __enter__(self) -> PullWorker:
         return self.start()
@@ -211,13 +234,13 @@ class PullWorker:
         self.stop()
 
     # -- one message -------------------------------------------------------------------------------
-    def _on_message(self, spec: QueueSpec, plan: PullPlan, message: Any) -> None:
+    def _on_message(self, spec: QueueSpec, plan: PullPlan, path: str, message: Any) -> None:
         """In a scheduler thread: run the delivery to its end, then ack or nack."""
         if self._stopping.is_set():
             message.nack()
             return
         with self._inflight_lock:
-            self._inflight[id(message)] = message
+            self._inflight[id(message)] = (path, message)
         try:
             running = asyncio.run_coroutine_threadsafe(self._settle(spec, plan, message), self._loop)
             running.result()
@@ -230,8 +253,9 @@ class PullWorker:
                 )
             message.nack()
         finally:
-            with self._inflight_lock:
+            with self._inflight_done:
                 self._inflight.pop(id(message), None)
+                self._inflight_done.notify_all()
 
     async def _settle(self, spec: QueueSpec, plan: PullPlan, message: Any) -> None:
         key = (spec.name, str(message.message_id))
@@ -306,6 +330,11 @@ class PullWorker:
             )
 
 
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
 async def _event() -> asyncio.Event:
     return asyncio.Event()
 
@@ -324,6 +353,14 @@ def run_worker(app: App, *, queues: Iterable[str] | None = None, grace: float = 
         while not stop.wait(1.0):
             pass
     finally:
-        worker.stop()
+        abandoned = worker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if abandoned:
+        # A sync handler's thread cannot be stopped, and Python waits for it at exit: past the grace
+        # period, its job is nacked already, so leave now rather than be killed mid-write.
+        log.warning("exiting with %d job(s) still running, handed back to Pub/Sub", abandoned)
+        app.backend.stop()
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
