@@ -37,6 +37,7 @@ from .constants import (
 )
 from .source import SourceBundle
 from .validation import default_request_timeout, known, resolve
+from .worker_pool import pull_specs, worker_pool
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,27 @@ class QueueRunApp(pulumi.ComponentResource):
             self.queue_resources[spec.name] = self._queue(spec, audience)
 
         self._bindings(project_id, database_name, agent)
+        # Pull queues are consumed by `queuerun worker` in a Cloud Run worker pool (see worker_pool.py).
+        self.worker_pool = (
+            worker_pool(
+                f"{name}-worker",
+                name=f"{app}-worker",
+                region=region,
+                project=a.project,
+                image=self._image,
+                env=self._env,
+                service_account=self.runtime_account.email,
+                instances=a.worker_instances,
+                max_instances=a.worker_max_instances,
+                cpu=a.cpu,
+                memory=a.memory,
+                labels=self._labels,
+                deletion_protection=a.deletion_protection,
+                opts=self._child,
+            )
+            if pull_specs(self.specs)
+            else None
+        )
         for warning in reachability.warnings(a.access, self.specs, websockets=a.websockets):
             self._warn(warning)
 
@@ -373,7 +395,8 @@ class QueueRunApp(pulumi.ComponentResource):
             # Ordering keys are only ordered when every publish goes to one region.
             ENV.PUBSUB_ENDPOINT: pulumi.Output.from_input(region).apply(pubsub_endpoint),
         }
-        env = {**a.env, **managed}
+        env = self._env = {**a.env, **managed}
+        self._image = image
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
         return gcp.cloudrunv2.Service(
             f"{self._name}-service",

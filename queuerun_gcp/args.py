@@ -96,6 +96,11 @@ class QueueRunAppArgs:
     """Maximum instances: bounded so a retry storm cannot scale without limit."""
     container_concurrency: pulumi.Input[int] = 80
     """Concurrent requests per instance."""
+    worker_instances: pulumi.Input[int] = 1
+    """Instances of the worker pool that consumes ``delivery="pull"`` queues (only made when the app has
+    some): a fixed count (manual scaling), or the minimum with ``worker_max_instances``."""
+    worker_max_instances: pulumi.Input[int] | None = None
+    """With it, the worker pool autoscales on CPU between ``worker_instances`` and this."""
     cpu: pulumi.Input[str] = "1"
     """CPU limit per instance."""
     memory: pulumi.Input[str] = "512Mi"
