@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..delivery import DeliveryCore, Verdict
-from ..errors import DrainTimeoutError, QueueRunError
+from ..errors import ConfigurationError, DrainTimeoutError, QueueRunError
 from ..handlers import Outcome
 from ..names import is_fifo
 from ..spec import QueueSpec
@@ -55,6 +55,7 @@ class EmbeddedBackend(Backend):
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._running: dict[str, int] = {}
+        self._inflight: set[str] = set()  # ids of the jobs the workers run now
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = threading.Condition()
         # Bounded: `queuerun dev` runs for hours and records every failed attempt.
@@ -130,6 +131,7 @@ class EmbeddedBackend(Backend):
                 for job in self.store.claim(spec.name, fifo=spec.fifo, limit=free, now=now):
                     claimed += 1
                     self._running[spec.name] = self._running.get(spec.name, 0) + 1
+                    self._inflight.add(job.id)
                     task = asyncio.create_task(self._run(app, spec, job))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -172,6 +174,7 @@ class EmbeddedBackend(Backend):
                 self.store.retry(job.id, at=time.time() + verdict.delay, error=verdict.error_text)
         finally:
             self._running[spec.name] -= 1
+            self._inflight.discard(job.id)
             final = {"ack": "done", "retry": "retry", "dead": "dead"}[verdict.action]
             for listener in list(self.listeners):
                 listener(job, verdict.outcome, final)
@@ -181,6 +184,11 @@ class EmbeddedBackend(Backend):
                 self._idle.notify_all()
 
     def dead_letter(self, spec: QueueSpec, job: ReceivedJob, *, error: str, traceback: str, attempts: int) -> None:
+        if job.job_id not in self._inflight:  # e.g. a push server's message: burying it would lose it
+            raise ConfigurationError(
+                f"queue {spec.name!r}: job {job.job_id} was not delivered by the embedded backend, which can "
+                "dead-letter only its own jobs (a push server needs the gcp backend: QUEUERUN_BACKEND=gcp)"
+            )
         self.store.bury(job.job_id, error=f"{error}{TRACE_SEPARATOR}{traceback}" if traceback else error)
 
     # -- local operations -------------------------------------------------------------------
