@@ -84,6 +84,29 @@ def _seconds(value: Any) -> pulumi.Input[str]:
     return pulumi.Output.from_input(value).apply(duration)
 
 
+# Requests an instance takes beyond its push queues' job slots: HTTP endpoints, WebSockets, health
+# checks (Cloud Run's own default per-instance concurrency).
+REQUEST_HEADROOM = 80
+MAX_REQUEST_CONCURRENCY = 1000  # Cloud Run's ceiling (cloud.google.com/run/docs/about-concurrency)
+
+
+def default_container_concurrency(specs: tuple[QueueSpec, ...]) -> pulumi.Input[int]:
+    """Room on one instance for every push queue's ``concurrency`` jobs at once, plus the headroom.
+
+    The push server turns away (429) a push beyond its queue's ``concurrency``: sizing the instance's
+    request concurrency to the sum lets Cloud Run send more to another instance instead (it routes by
+    requests in flight per instance: cloud.google.com/run/docs/about-concurrency).
+    """
+    slots = [s.concurrency for s in specs if s.delivery == "push"]
+
+    def total(values: list[int]) -> int:
+        return min(MAX_REQUEST_CONCURRENCY, sum(values) + REQUEST_HEADROOM)
+
+    if all(known(v) for v in slots):
+        return total(slots)
+    return pulumi.Output.all(*slots).apply(total)
+
+
 def _settings(app: str, spec: QueueSpec) -> SubscriptionSettings | pulumi.Output[SubscriptionSettings]:
     """The runtime's projection of ``spec`` (the emulator topology uses the same), through an Output
     while some option is not known yet."""
@@ -408,7 +431,11 @@ class QueueRunApp(pulumi.ComponentResource):
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=self.runtime_account.email,
                 timeout=_seconds(request_timeout),
-                max_instance_request_concurrency=a.container_concurrency,
+                max_instance_request_concurrency=(
+                    a.container_concurrency
+                    if a.container_concurrency is not None
+                    else default_container_concurrency(self.specs)
+                ),
                 scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
                     min_instance_count=a.min_instances,
                     max_instance_count=a.max_instances,

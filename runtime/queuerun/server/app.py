@@ -288,33 +288,31 @@ class PushServer:
     # -- one job --------------------------------------------------------------------------------
     async def _run(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
         queue = spec.name
+        # Every push is a delivery attempt, also one turned away below: Pub/Sub counts it too.
+        received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
         if not await self.slots.acquire(spec, self.slot_wait):
-            attempt = message.delivery_attempt or self.attempts.current(queue, message.message_id)
+            fields = {"queue": queue, "job_id": message.message_id, "attempt": received_count, "status": "busy"}
             log.info(
-                "queue busy: %d job(s) running, Pub/Sub will deliver it again",
+                "not started: %d job(s) of the queue already running here, Pub/Sub will deliver it again",
                 spec.concurrency,
-                extra={
-                    "queue": queue,
-                    "job_id": message.message_id,
-                    "attempt": attempt,
-                    "status": "busy",
-                    "http_status": SATURATED_STATUS,
-                    **trace,
-                },
+                extra={**fields, "http_status": SATURATED_STATUS, **trace},
             )
+            if self.redelivery is not None:
+                self.redelivery.nacked(queue, message.message_id, received_count)
             return error_response(
                 SATURATED_STATUS,
                 f"queue {queue!r}: {spec.concurrency} job(s) already running here (concurrency={spec.concurrency}); "
                 f"job {message.message_id} not started",
             )
         try:
-            return await self._deliver(spec, message, trace)
+            return await self._deliver(spec, message, received_count, trace)
         finally:
             self.slots.release(spec)
 
-    async def _deliver(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
+    async def _deliver(
+        self, spec: QueueSpec, message: PushedMessage, received_count: int, trace: dict[str, Any]
+    ) -> Response:
         queue = spec.name
-        received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
         if self.redelivery is not None:
             self.redelivery.delivered(queue, message.message_id)
         job = ReceivedJob(
