@@ -54,6 +54,7 @@ class EmbeddedBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._poked = False
         self._running: dict[str, int] = {}
         self._inflight: set[str] = set()  # ids of the jobs the workers run now
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,8 +70,14 @@ class EmbeddedBackend(Backend):
         return ids
 
     def _poke(self) -> None:
+        # One wake-up per dispatcher pass is enough: it claims everything inserted before it starts,
+        # and clears the flag before claiming, so a push after that pokes again. (A wake-up costs a
+        # socket write: one per push halved the push rate.)
+        if self._poked:
+            return
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
+            self._poked = True
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 loop.call_soon_threadsafe(wake.set)
 
@@ -124,6 +131,7 @@ class EmbeddedBackend(Backend):
         app = self._app
         while not self._stopping:
             self._wake.clear()
+            self._poked = False
             claimed = 0
             now = time.time()
             for spec in app.specs:
