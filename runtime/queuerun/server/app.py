@@ -228,9 +228,10 @@ class PushServer:
 
     async def handle_push(self, request: Request, queue: str) -> Response:
         trace = trace_fields(request.headers.get(TRACE_HEADER), self.settings.project)
-        if self.verifier is not None:
+        authorization = request.headers.get("authorization")
+        if self.verifier is not None and self.verifier.cached(authorization) is None:
             try:
-                await anyio.to_thread.run_sync(self.verifier.verify, request.headers.get("authorization"))
+                await anyio.to_thread.run_sync(self.verifier.verify, authorization)
             except PushAuthError as exc:
                 log.warning("push rejected: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
                 return error_response(exc.status, str(exc))
