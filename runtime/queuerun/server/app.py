@@ -37,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -75,15 +77,16 @@ ACK_STATUS: Final = 204
 # Any other status is a nack: the message is redelivered with the subscription's retry policy.
 NACK_STATUS: Final = 500  # the handler failed or timed out
 UNAVAILABLE_STATUS: Final = 503  # a store we depend on failed: try again later
-# The queue already runs `concurrency` jobs here. Any status but an ack is a nack, and Pub/Sub
-# "dynamically adjusts the rate of push requests based on the rate at which it receives success
-# responses" (cloud.google.com/pubsub/docs/push#push_subscription_workflow, "Push backoff"): 429 says
-# why, and Cloud Run answers the same when every instance is full.
+# The queue already runs `concurrency` jobs here. Any status but an ack is a nack ("a non-success
+# response indicates that Pub/Sub must resend the messages"), and Pub/Sub "dynamically adjusts the
+# rate of push requests based on the rate at which it receives success responses"
+# (cloud.google.com/pubsub/docs/push, push subscription workflow): 429 (Too Many Requests) says why.
 SATURATED_STATUS: Final = 429
 # How long a push waits for a slot of its queue before answering 429. The ack deadline leaves the
 # server ACK_DEADLINE_MARGIN (10 s) beyond the handler's timeout: waiting stays well inside it.
 SLOT_WAIT: Final = 5.0
 HEALTH_PATH: Final = "/_health"
+_slot_waited: contextvars.ContextVar[float] = contextvars.ContextVar("queuerun_slot_waited", default=0.0)
 ATTEMPT_CACHE_SIZE: Final = 10_000
 
 
@@ -198,7 +201,8 @@ class PushServer:
                 executor=self._executor,
                 # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
                 # sends nothing more of the group) until it ends, up to just before the ack deadline.
-                fifo_linger=lambda spec: max(0.0, spec.ack_deadline - spec.timeout - 1),
+                # Less the time the push waited for a slot: the answer must still beat the ack deadline.
+                fifo_linger=lambda spec: max(0.0, spec.ack_deadline - spec.timeout - 1 - _slot_waited.get()),
                 logger=log,
                 # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
                 done_level=logging.DEBUG,
@@ -291,7 +295,10 @@ class PushServer:
         queue = spec.name
         # Every push is a delivery attempt, also one turned away below: Pub/Sub counts it too.
         received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
-        if not await self.slots.acquire(spec, self.slot_wait):
+        waiting_since = time.monotonic()
+        admitted = await self.slots.acquire(spec, self.slot_wait)
+        _slot_waited.set(time.monotonic() - waiting_since)
+        if not admitted:
             fields = {"queue": queue, "job_id": message.message_id, "attempt": received_count, "status": "busy"}
             log.info(
                 "not started: %d job(s) of the queue already running here, Pub/Sub will deliver it again",
