@@ -28,3 +28,25 @@ def test_the_traceback_gives_way_to_the_jobs_own_attributes() -> None:
     assert len(trace_attributes("x" * 5000, room=2)) == 2
     assert trace_attributes("x" * 5000, room=0) == {}
     assert trace_attributes("", room=10) == {}
+
+
+def test_the_emulator_dev_console_prints_a_dead_letters_traceback_and_keeps_retries_to_one_line() -> None:
+    import logging
+    import sys
+
+    from queuerun.emulator_dev import _JobLine
+
+    try:
+        raise KeyError("customer")
+    except KeyError:
+        exc_info = sys.exc_info()
+
+    def line(status: str) -> str:
+        record = logging.LogRecord("queuerun.server", logging.ERROR, __file__, 1, "m", None, exc_info)
+        record.__dict__.update({"queue": "billing", "job_id": "9", "attempt": 5, "status": status, "error": "x"})
+        return _JobLine().format(record)
+
+    dead, retry = line("dead"), line("retry")
+    assert dead.splitlines()[0].endswith("billing job=9 attempt=5 dead (x)")
+    assert "Traceback (most recent call last):" in dead and dead.endswith("KeyError: 'customer'")
+    assert "\n" not in retry
