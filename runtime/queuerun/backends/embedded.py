@@ -56,6 +56,7 @@ class EmbeddedBackend(Backend):
         self._stopping = False
         self._poked = False
         self._running: dict[str, int] = {}
+        self._running_total = 0  # claimed and not settled, over every queue
         self._inflight: set[str] = set()  # ids of the jobs the workers run now
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = threading.Condition()
@@ -139,6 +140,7 @@ class EmbeddedBackend(Backend):
                 for job in self.store.claim(spec.name, fifo=spec.fifo, limit=free, now=now):
                     claimed += 1
                     self._running[spec.name] = self._running.get(spec.name, 0) + 1
+                    self._running_total += 1
                     self._inflight.add(job.id)
                     task = asyncio.create_task(self._run(app, spec, job))
                     self._tasks.add(task)
@@ -182,14 +184,18 @@ class EmbeddedBackend(Backend):
                 self.store.retry(job.id, at=time.time() + verdict.delay, error=verdict.error_text)
         finally:
             self._running[spec.name] -= 1
+            self._running_total -= 1
             self._inflight.discard(job.id)
             final = {"ack": "done", "retry": "retry", "dead": "dead"}[verdict.action]
             for listener in list(self.listeners):
                 listener(job, verdict.outcome, final)
             if self._wake is not None:
                 self._wake.set()
-            with self._idle:
-                self._idle.notify_all()
+            # Wake drain() only when it may return: nothing running any more, or a failure to raise.
+            # (Waking it after every job made the worker and drain() threads trade the GIL per job.)
+            if self._running_total == 0 or verdict.error is not None:
+                with self._idle:
+                    self._idle.notify_all()
 
     def dead_letter(self, spec: QueueSpec, job: ReceivedJob, *, error: str, traceback: str, attempts: int) -> None:
         if job.job_id not in self._inflight:  # e.g. a push server's message: burying it would lose it
@@ -209,7 +215,7 @@ class EmbeddedBackend(Backend):
                 if fail_fast:
                     self._raise_first_failure()
                 pending = self.store.pending_count()
-                if pending == 0 and not self._tasks:
+                if pending == 0 and self._running_total == 0:
                     self._clear_failures()
                     return
                 left = None if deadline is None else deadline - time.monotonic()
