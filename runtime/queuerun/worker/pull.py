@@ -3,7 +3,9 @@
 One ``SubscriberClient.subscribe`` per queue, with the library's flow control and lease
 management bounded from the spec (:mod:`.plan`). Each message is handed to a scheduler thread
 (``concurrency`` of them per queue, the bound on its jobs running at once), which runs one delivery
-on the worker's event loop (:mod:`.deliver`) and maps the verdict to Pub/Sub:
+on the worker's event loop through the shared delivery core (:class:`queuerun.delivery.DeliveryCore`:
+decode, handler with its timeout, ack/retry/dead, dead-lettering, completion records, the log
+line) and maps its verdict to Pub/Sub:
 
 - ``ack`` and ``dead`` (already dead-lettered by the delivery): ack, through
   ``ack_with_response()`` on exactly-once queues (its failures: :mod:`.acks`);
@@ -41,11 +43,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from ..delivery import DeliveryCore, Verdict
 from ..errors import ConfigurationError
 from ..names import subscription_id
 from ..wire import ReceivedJob
 from .acks import ack_failure
-from .deliver import Delivery, Verdict
 from .plan import SHUTDOWN_GRACE, PullPlan, pull_plan
 
 if TYPE_CHECKING:
@@ -128,7 +130,9 @@ class PullWorker:
         self._subscriber = subscriber
         runners = sum(s.concurrency for s in self.specs)
         self._executor = concurrent.futures.ThreadPoolExecutor(runners + 4, thread_name_prefix="queuerun-job")
-        self._delivery = Delivery(app, backend, executor=self._executor)
+        # The one delivery core every transport shares; a timed-out sync FIFO handler is waited for
+        # (the library keeps extending the lease meanwhile), so a group never runs two jobs at once.
+        self._core = DeliveryCore(app, backend, executor=self._executor, logger=log, done_level=logging.DEBUG)
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="queuerun-worker-loop", daemon=True)
         self._streams: list[Any] = []
@@ -295,7 +299,7 @@ class PullWorker:
 
     async def _deliver(self, spec: QueueSpec, job: ReceivedJob) -> Verdict:
         """Run one delivery and get the decision: the single call into the consume side."""
-        return await self._delivery.deliver(spec, job)
+        return await self._core.deliver(spec, job)
 
     @staticmethod
     def _job(message: Any, attempt: int) -> ReceivedJob:
