@@ -10,8 +10,8 @@ line) and maps its verdict to Pub/Sub:
 - ``ack`` and ``dead`` (already dead-lettered by the delivery): ack, through
   ``ack_with_response()`` on exactly-once queues (its failures: :mod:`.acks`);
 - ``retry`` on a standard queue: nack, so Pub/Sub redelivers it after the subscription's retry
-  policy (min/max backoff from the spec; the policy applies to nacks:
-  cloud.google.com/pubsub/docs/handling-failures);
+  policy (min/max backoff from the spec; "RetryPolicy will be triggered on NACKs or acknowledgement
+  deadline exceeded events", best effort: the google.pubsub.v1.RetryPolicy reference);
 - ``retry`` on a FIFO queue: retried here after the queue's backoff, holding the group. A nack
   would not keep order with streaming pull: the library releases the group's next message as soon
   as the head is settled, and that message would run before the head's retry;
