@@ -3,8 +3,8 @@
 Cloud Run sends SIGTERM, then SIGKILL 10 s later (cloud.google.com/run/docs/container-contract,
 "Instance shutdown"): the process must be gone well within those 10 s, with finished jobs
 acknowledged and unfinished ones handed back to Pub/Sub. Not shown here: that another instance then
-gets the unfinished job at once. On the emulator neither a nack after the stream closed (with a
-dead-letter policy) nor the stream's close handed it to a new stream within 40 s (measured).
+gets the unfinished job at once: on the emulator, after the worker process exits, the job came back
+to a new worker only after about 55 s (with attempt 3), too slow for this test (measured).
 """
 
 from __future__ import annotations

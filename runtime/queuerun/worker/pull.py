@@ -255,7 +255,9 @@ class PullWorker:
                     exc,
                     extra={"queue": spec.name, "job_id": message.message_id, "status": "unavailable"},
                 )
-            message.nack()
+                message.nack()
+            elif not self._emulator:  # cut off by stop(), which nacked it already; once more costs nothing
+                message.nack()
         finally:
             with self._inflight_done:
                 self._inflight.pop(id(message), None)
