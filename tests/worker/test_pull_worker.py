@@ -171,3 +171,34 @@ def test_exactly_once_runs_a_redelivered_message_once_and_reports_the_refused_ac
         return_immediately=True,
     )
     assert list(left.received_messages) == []  # the redelivery was acknowledged
+
+
+def test_fifo_pull_group_moves_on_once_its_head_is_dead_lettered(new_app: Callable[[], App], pull: Pull) -> None:
+    from queuerun import Reject
+
+    app = new_app()
+    calls = Calls()
+
+    @app.queue("steps.fifo", delivery="pull", max_attempts=2, min_backoff=0, max_backoff=0)
+    def handle(job: str, meta: JobMetadata) -> None:
+        calls.add((meta.group_id, job, meta.received_count))
+        if job == "poison":
+            raise ValueError("never works")
+        if job == "refused":
+            raise Reject("not wanted")
+
+    pull(app)
+    for job in ("poison", "next", "refused", "last"):
+        handle.group("g").push(job)
+    app.backend.drain(timeout=60)
+    assert calls.items == [
+        ("g", "poison", 1),
+        ("g", "poison", 2),  # retried here, holding the group, then dead-lettered on its last attempt
+        ("g", "next", 1),
+        ("g", "refused", 1),  # Reject: dead-lettered at once
+        ("g", "last", 1),
+    ]
+    dead = {d.payload: d for d in app.backend.dead_letters("steps.fifo")}
+    assert set(dead) == {"poison", "refused"}
+    assert (dead["poison"].attempts, dead["refused"].attempts) == (2, 1)
+    assert "not wanted" in dead["refused"].error
