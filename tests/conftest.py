@@ -89,8 +89,15 @@ def harness(request: pytest.FixtureRequest) -> Harness:
     pubsub: Emulator = request.getfixturevalue("pubsub_emulator")
     if request.param == "pull":
         # Streaming pull from the emulator, redelivering a nacked message about at once.
+        firestore: Emulator = request.getfixturevalue("firestore_emulator")
         return PullHarness(
-            name="pull", scale=0.5, retry_floor=0.0, env=env, project=pubsub.project, pubsub_host=pubsub.host
+            name="pull",
+            scale=0.5,
+            retry_floor=0.0,
+            env=env,
+            project=pubsub.project,
+            pubsub_host=pubsub.host,
+            firestore=firestore,
         )
     # The emulator pushes at most 2 messages at once and retries about once a second.
     return GcpHarness(name="gcp", scale=0.1, retry_floor=0.9, env=env, project=pubsub.project, pubsub_host=pubsub.host)
