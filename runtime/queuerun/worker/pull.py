@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..delivery import DeliveryCore, Verdict
 from ..errors import ConfigurationError
@@ -247,7 +247,14 @@ class PullWorker:
             self._inflight[id(message)] = (path, message)
         try:
             running = asyncio.run_coroutine_threadsafe(self._settle(spec, plan, message), self._loop)
-            running.result()
+            action = running.result()
+            # Settled here, in this callback's own thread: an exactly-once ack waits for Pub/Sub's answer.
+            if action == "nack":
+                message.nack()
+            elif spec.exactly_once:
+                self._ack_exactly_once(spec, message)
+            else:
+                message.ack()
         except BaseException as exc:  # never lose a message silently: Pub/Sub delivers it again
             if not self._stopping.is_set():
                 log.exception(
@@ -263,7 +270,7 @@ class PullWorker:
                 self._inflight.pop(id(message), None)
                 self._inflight_done.notify_all()
 
-    async def _settle(self, spec: QueueSpec, plan: PullPlan, message: Any) -> None:
+    async def _settle(self, spec: QueueSpec, plan: PullPlan, message: Any) -> Literal["ack", "nack"]:
         key = (spec.name, str(message.message_id))
         earlier = self._running.get(key)
         while earlier is not None:  # the same message is running here: never run it twice at once
@@ -277,13 +284,9 @@ class PullWorker:
             del self._running[key]
             mine.set_result(None)
         if verdict.action == "retry":
-            message.nack()
-            return
+            return "nack"
         self._attempts.forget(f"{spec.name}/{message.message_id}")
-        if spec.exactly_once:
-            await self._loop.run_in_executor(self._executor, self._ack_exactly_once, spec, message)
-        else:
-            message.ack()
+        return "ack"  # done, or dead-lettered already
 
     async def _attempt(self, spec: QueueSpec, plan: PullPlan, message: Any) -> Verdict:
         """Deliveries of ``message`` until one is settled (FIFO: retried here; standard: one)."""
