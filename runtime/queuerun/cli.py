@@ -28,6 +28,7 @@ from .settings import ENV
 if TYPE_CHECKING:
     from .app import App
     from .backends.base import Backend
+    from .backends.embedded import EmbeddedBackend
 
 EXIT_USAGE = 2
 
@@ -158,10 +159,50 @@ def _show(value: Any) -> str:
     return json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
 
 
+def _one_job_operations(backend: Backend, action: str) -> EmbeddedBackend:
+    """The embedded backend, which can replay or discard single dead letters; others refuse clearly."""
+    from .backends.embedded import EmbeddedBackend
+
+    if not isinstance(backend, EmbeddedBackend):
+        raise CliError(
+            f"dlq {action} of one job or purge works on the embedded backend only, not {backend.name!r}; "
+            "'dlq replay QUEUE' (every dead letter) works on both"
+        )
+    return backend
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise CliError(f"{question} Refusing without a terminal to ask on: pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     app = load(args.app, _env_file(args))
     app.spec(args.queue)  # unknown queue: a clear error before touching the backend
     backend = backend_for(app, args.state)
+    if args.action in ("replay", "discard") and args.job_id:
+        embedded = _one_job_operations(backend, args.action)
+        if args.job_id not in {d.job_id for d in embedded.dead_letters(args.queue)}:
+            raise CliError(f"no dead letter {args.job_id!r} in queue {args.queue!r}")
+        if args.action == "replay":
+            embedded.replay(args.queue, job_id=args.job_id)
+            print(f"replayed job {args.job_id} into {args.queue!r}")
+        else:
+            embedded.discard(args.queue, args.job_id)
+            print(f"discarded dead letter {args.job_id} of {args.queue!r}")
+        return 0
+    if args.action == "purge":
+        embedded = _one_job_operations(backend, "purge")
+        count = len(embedded.dead_letters(args.queue))
+        if not count:
+            print(f"no dead letters in {args.queue!r}")
+            return 0
+        if not args.yes and not _confirm(f"Delete all {count} dead letter(s) of {args.queue!r} for good?"):
+            print("nothing deleted")
+            return 1
+        print(f"discarded {embedded.discard(args.queue)} dead letter(s) of {args.queue!r}")
+        return 0
     if args.action == "replay":
         letters = backend.dead_letters(args.queue)
         if not letters:
@@ -290,10 +331,19 @@ def parser() -> argparse.ArgumentParser:
     with_app(p)
     p.set_defaults(func=cmd_push)
 
-    p = sub_parser("dlq", help="dead letters: list, show, replay")
-    p.add_argument("action", choices=["list", "show", "replay"])
+    p = sub_parser(
+        "dlq",
+        help="dead letters: list, show, replay, discard, purge",
+        description="Dead letters of one queue. Example: queuerun dlq replay emails 3f2a... --app shop:app",
+    )
+    p.add_argument("action", choices=["list", "show", "replay", "discard", "purge"])
     p.add_argument("queue")
-    p.add_argument("job_id", nargs="?", help="with show: the dead letter's job id")
+    p.add_argument(
+        "job_id",
+        nargs="?",
+        help="show/discard: the dead letter's job id (required); replay: only this job (default: every dead letter)",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="purge: do not ask for confirmation")
     with_app(p)
     p.set_defaults(func=cmd_dlq)
 
@@ -321,8 +371,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "dlq" and args.action == "show" and not args.job_id:
-        print("queuerun dlq show: give the job id of the dead letter", file=sys.stderr)
+    if args.command == "dlq" and args.action in ("show", "discard") and not args.job_id:
+        hint = "; 'dlq purge QUEUE' discards them all" if args.action == "discard" else ""
+        print(f"queuerun dlq {args.action}: give the job id of the dead letter{hint}", file=sys.stderr)
         return EXIT_USAGE
     try:
         path = args.env_file or os.environ.get(ENV.ENV_FILE)

@@ -39,10 +39,11 @@ IDLE_POLL = 0.5  # seconds between checks when nothing wakes the dispatcher
 class EmbeddedBackend(Backend):
     name = "embedded"
 
-    def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64) -> None:
+    def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64, backoff: bool = True) -> None:
         self.store = JobStore(state_file)
         self.dedupe = self.store.dedupe_store()
         self._max_threads = max_threads
+        self._backoff = backoff
         self._app: App | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,7 +176,8 @@ class EmbeddedBackend(Backend):
         if outcome.status == "done":
             self.store.finish(job.id)
         elif outcome.status == "retry" and job.attempts < spec.max_attempts:
-            self.store.retry(job.id, at=time.time() + spec.backoff(job.attempts), error=error)
+            delay = spec.backoff(job.attempts) if self._backoff else 0.0
+            self.store.retry(job.id, at=time.time() + delay, error=error)
         else:
             final = "dead"
             self.store.bury(job.id, error=error)
@@ -226,9 +228,14 @@ class EmbeddedBackend(Backend):
             out.append(DeadLetter.from_received(received, queue, attempts=job.attempts, error=job.error or ""))
         return out
 
-    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
-        ids = self.store.replay(queue, fifo=is_fifo(queue))  # one transaction: all or nothing
+    def replay(self, queue: str, progress: Progress | None = None, *, job_id: str | None = None) -> list[str]:
+        """Queue the dead letters of ``queue`` again (all, or only ``job_id``), keeping their order."""
+        ids = self.store.replay(queue, fifo=is_fifo(queue), job_id=job_id)  # one transaction: all or nothing
         self._poke()
         if progress is not None:
             progress(len(ids), len(ids))
         return ids
+
+    def discard(self, queue: str, job_id: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (all, or only ``job_id``) for good; returns how many."""
+        return self.store.discard(queue, job_id)

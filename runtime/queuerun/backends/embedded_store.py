@@ -176,12 +176,15 @@ class JobStore:
         with self.transaction() as db:
             return db.execute("UPDATE jobs SET state = 'ready' WHERE state = 'running'").rowcount
 
-    def replay(self, queue: str, *, fifo: bool) -> list[str]:
-        """Move dead jobs back to the end of the queue, oldest first, with fresh sequence numbers."""
+    def replay(self, queue: str, *, fifo: bool, job_id: str | None = None) -> list[str]:
+        """Move dead jobs (all, or the one ``job_id``) back to the end of the queue, oldest first,
+        with fresh sequence numbers."""
         now = time.time()
+        only = "" if job_id is None else " AND id = ?"
         with self.transaction() as db:
             rows = db.execute(
-                f"SELECT ord, {_COLUMNS} FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY ord", (queue,)
+                f"SELECT ord, {_COLUMNS} FROM jobs WHERE queue = ? AND state = 'dead'{only} ORDER BY ord",
+                (queue,) if job_id is None else (queue, job_id),
             ).fetchall()
             for row in rows:
                 job = _row(row[1:])
@@ -201,6 +204,15 @@ class JobStore:
                 )
             self._pending += len(rows)
         return [str(r[1]) for r in rows]
+
+    def discard(self, queue: str, job_id: str | None = None) -> int:
+        """Delete dead jobs of ``queue`` (all, or the one ``job_id``) for good; returns how many."""
+        only = "" if job_id is None else " AND id = ?"
+        with self.transaction() as db:
+            return db.execute(
+                f"DELETE FROM jobs WHERE queue = ? AND state = 'dead'{only}",
+                (queue,) if job_id is None else (queue, job_id),
+            ).rowcount
 
     # -- reads ------------------------------------------------------------------------------
     def dead(self, queue: str) -> list[StoredJob]:
