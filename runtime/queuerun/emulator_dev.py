@@ -18,12 +18,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import emulators
 from .emulator_topology import ensure_topology
+from .running_dev import export_lines
 from .server.redelivery import RedeliveryWatch
 from .settings import ENV
 
@@ -66,8 +67,17 @@ def _job_lines() -> None:
         logger.propagate = False
 
 
-def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> None:
-    """Serve the app on the emulators until SIGINT/SIGTERM."""
+Announce = Callable[[str, Mapping[str, str]], contextlib.AbstractContextManager[Any]]
+
+
+def run_on_emulators(
+    target: str, *, host: str, port: int, workdir: Path, announce: Announce | None = None
+) -> None:
+    """Serve the app on the emulators until SIGINT/SIGTERM.
+
+    ``announce(url, settings)`` is entered once the server listens, for as long as it serves
+    (``queuerun dev`` records there where other commands find it).
+    """
     from .server.serve import BackgroundServer, load_app
 
     _job_lines()
@@ -107,12 +117,19 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
         topology = ensure_topology(
             app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
         )
-        with server:
+        with server, (announce(server.url, settings) if announce else contextlib.nullcontext()):
             print(
                 f"queuerun dev: app {app.name!r} on the emulators at {server.url} "
-                f"({len(topology)} queues: {', '.join(s.name for s in app.specs)})",
+                f"({len(topology)} queues: {', '.join(s.name for s in app.specs)}), emulator project {project!r}",
                 flush=True,
             )
+            print(
+                "queuerun dev: queuerun commands run from this folder use these emulators; elsewhere, "
+                "or for your own code, run:",
+                flush=True,
+            )
+            for line in export_lines(settings):
+                print(f"  {line}", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     threading.Event().wait(1.0)

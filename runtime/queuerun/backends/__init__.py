@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from ..settings import Settings
@@ -25,7 +26,18 @@ def create_backend(settings: Settings, app: App | None = None) -> Backend:
         return backend
     from .embedded import EmbeddedBackend
 
-    return EmbeddedBackend(state_file=settings.state_file)
+    if settings.state_file:
+        return EmbeddedBackend(state_file=settings.state_file)
+    # No file: push to the `queuerun dev` of this app running from this folder, or refuse.
+    from .. import running_dev
+    from .unserved import UnservedBackend
+
+    running = running_dev.find(app.name) if app is not None else None
+    if running is not None and running.on_emulators:
+        return create_backend(Settings.from_environ({**os.environ, **running.settings}), app)
+    if running is not None and running.state_file:
+        return EmbeddedBackend(state_file=running.state_file)
+    return UnservedBackend(app.name if app is not None else None)
 
 
 __all__ = ["Backend", "DeadLetter", "PushBatchError", "create_backend"]
