@@ -132,6 +132,12 @@ class App:
         try:
             sys.modules[module_name] = module
             module_spec.loader.exec_module(module)
+        except QueueRunError:
+            raise
+        except Exception as exc:  # the user's code: name the file and show its frames, not ours
+            from .import_errors import describe
+
+            raise ConfigurationError(f"queue file {str(file)!r} failed to import: {describe(exc)}") from exc
         finally:
             current_loading.reset(token)
         handler = getattr(module, "handler", None)

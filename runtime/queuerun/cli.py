@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -375,9 +376,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     finally:
         probe.close()
     url = f"http://{args.host}:{args.port}"
+    # uvicorn re-raises the SIGTERM it caught once it has stopped: unwind (removing the record) instead of dying.
+    signal.signal(signal.SIGTERM, _interrupted)
     with running_dev.announce(running_dev.RunningDev(app.name, os.getpid(), url, state_file=str(state))):
         run_dev(target, host=args.host, port=args.port, state_file=str(state), reload=not args.no_reload)
     return 0
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -18,6 +18,9 @@ class LocalRun:
 
     ``backoff=False`` runs a failed job's retry at once instead of after the queue's backoff, so a
     test of a job that fails twice drains in milliseconds; attempts and dead letters are unchanged.
+
+    ``state_file`` keeps the jobs in that SQLite file (created 0600). One process at a time runs
+    a state file's jobs: entering while another holds it raises ConfigurationError naming its pid.
     """
 
     def __init__(self, app: App, *, state_file: str | Path | None = None, backoff: bool = True) -> None:
@@ -28,7 +31,12 @@ class LocalRun:
     def __enter__(self) -> LocalRun:
         self._previous = self.app._backend
         self.app.use_backend(self.backend)
-        self.backend.start(self.app)
+        try:
+            self.backend.start(self.app)  # a state file another process works on refuses here
+        except BaseException:
+            self.backend.close()
+            self.app.use_backend(self._previous)
+            raise
         return self
 
     def __exit__(

@@ -172,14 +172,17 @@ class EmbeddedBackend(Backend):
 
     def _settle(self, spec: QueueSpec, job: StoredJob, outcome: Outcome) -> None:
         final: str = outcome.status
+        shown = final  # the job line: a retry says when it runs
         error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
         if outcome.status == "done":
             self.store.finish(job.id)
         elif outcome.status == "retry" and job.attempts < spec.max_attempts:
             delay = spec.backoff(job.attempts) if self._backoff else 0.0
-            self.store.retry(job.id, at=time.time() + delay, error=error)
+            at = time.time() + delay
+            self.store.retry(job.id, at=at, error=error)
+            shown = f"retry in {delay:.3g}s at {time.strftime('%H:%M:%S', time.localtime(at))}"
         else:
-            final = "dead"
+            final = shown = "dead"
             self.store.bury(job.id, error=error)
         if outcome.error is not None:
             self._failures.append(outcome.error)
@@ -191,7 +194,7 @@ class EmbeddedBackend(Backend):
             job.id,
             job.attempts,
             outcome.duration * 1000,
-            final,
+            shown,
             f" ({error})" if error else "",
         )
         for listener in list(self.listeners):
