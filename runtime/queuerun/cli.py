@@ -557,14 +557,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("program_dir", metavar="PROGRAM_DIR", help="directory of the Pulumi program (or below it)")
     p.add_argument("--stack", "-s", default="dev", help="stack whose Pulumi.<stack>.yaml config to use (default: dev)")
     p.add_argument(
-        "--config", "-c", action="append", default=[], metavar="KEY=VALUE", help="config value (repeatable)"
+        "--config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config value, repeatable (default: the stack file only)",
     )
     p.set_defaults(func=cmd_preview)
     return top
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Like ``parse_args``, but positionals after options (``push Q '{}' --group g shop:app``) still count."""
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra and hasattr(args, "positionals") and not any(e.startswith("-") and e != "-" for e in extra):
+        args.positionals = [*args.positionals, *extra]
+    elif extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     try:
         path = args.env_file or os.environ.get(ENV.ENV_FILE)
         args.env_values = read_env_file(path) if path else {}
