@@ -57,13 +57,14 @@ def test_tutorial_push_and_test_snippets_work(tutorial: Path) -> None:
     test = next(b for b in blocks if b.startswith("def test_charge"))
     done = _python(
         f"""
-        from shop import app, charge, Order
+        from shop import app, charge, send_email, Order
         with app.local() as local:
             job_id = {push.split("#")[0].strip()}
             local.drain(timeout=10)
         print("pushed", job_id)
         {textwrap.indent(test, "        ").strip()}
         test_charge()
+        test_bad_address_is_a_dead_letter()
         print("test passed")
         """,
         tutorial,
@@ -105,3 +106,47 @@ def test_the_preview_line_checks_the_quickstart_program_offline() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "queuerun:index:QueueRunApp" in done.stdout and "quickstart-emails-topic" in done.stdout
+
+
+def test_tutorial_steps_2_to_4_with_the_dev_server_running(tutorial: Path) -> None:
+    """Start `queuerun dev`, push from code and from the command line, then find the failing email
+    among the dead letters, as steps 2-4 say."""
+    import socket
+    import time
+
+    from tests.cli.dev_processes import spawn_dev, stop_group, wait_healthy
+
+    blocks = code_blocks("python")
+    push_from_code = next(b for b in blocks if b.startswith("charge.group(")).split("#")[0].strip()
+    lines = [line.strip() for block in code_blocks("sh") for line in block.splitlines()]
+    failing = next(line for line in lines if line.startswith("queuerun push emails"))
+    script = Path(sys.executable).parent / "queuerun"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(script), *args], cwd=tutorial, capture_output=True, text=True, timeout=60, env=env)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = spawn_dev(["shop:app", "--port", str(port)], cwd=tutorial, env=env)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=30)
+        from_code = _python(f"from shop import charge, Order\nprint({push_from_code})", tutorial)
+        assert from_code.returncode == 0, from_code.stderr
+        pushed = cli(*shlex.split(failing)[1:])
+        assert pushed.returncode == 0, pushed.stderr
+        job_id = pushed.stdout.strip()
+        deadline = time.monotonic() + 40
+        while job_id not in (listed := cli("dlq", "list", "emails", "shop:app")).stdout:
+            assert time.monotonic() < deadline, listed.stdout + listed.stderr
+            time.sleep(0.5)
+        assert "attempts=5" in listed.stdout
+        shown = cli("dlq", "show", "emails", job_id, "shop:app")
+        assert shown.returncode == 0 and "no mail server for bob@example.invalid" in shown.stdout
+    finally:
+        stop_group(proc)
+    out = proc.stdout.read() if proc.stdout else ""
+    assert f"queuerun dev: app 'shop' at http://127.0.0.1:{port}" in out
+    assert "charging order-1: 4999 (attempt 1)" in out  # the push from code ran in the dev server
+    assert f"emails job={job_id} attempt=1" in out and "retry in 1s at " in out
