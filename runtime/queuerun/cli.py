@@ -363,8 +363,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             announce=announce,
         )
         return 0
-    if args.state:
-        state = Path(args.state).absolute()
+    if args.state or app.settings.state_file:
+        state = Path(args.state or app.settings.state_file or "").absolute()
     else:
         state = default_state_file(app.name)
         state.parent.mkdir(parents=True, exist_ok=True)
