@@ -34,6 +34,26 @@ def test_make_demo_runs_the_quickstart() -> None:
     assert done.returncode == 0, done.stderr
     assert "second push returned the first job's id: True" in done.stdout
     assert "all jobs done; dead letters: 0" in done.stdout
+    # Its words match what it does: 3 updates for alice, 2 for bob plus one double-submitted form.
+    lines = done.stdout.splitlines()
+    assert "==> running examples/quickstart/app.py" in lines[0]
+    for user, count in (("alice", 3), ("bob", 3)):
+        seqs = [line.split("seq=")[1].split()[0] for line in lines if f"update_profile user={user} " in line]
+        assert seqs == [str(n) for n in range(1, count + 1)], done.stdout
+    assert sum("FAILED (SMTP timeout); retry in 0.2s" in line for line in lines) == 1
+    assert any("sent 'Receipt' to flaky@example.com (attempt 2)" in line for line in lines)
+
+
+def test_make_install_says_what_it_does(tmp_path: Path) -> None:
+    # A dry run (nothing installed): the recipe announces itself and lets pip list what it collects.
+    done = subprocess.run(
+        ["make", "-n", f"VENV={tmp_path / 'venv'}", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "==> creating" in done.stdout and "a few minutes" in done.stdout
+    recipe = done.stdout.replace("\\\n", " ")  # join continued lines
+    main_install = next(line for line in recipe.splitlines() if '-e ".[dev]"' in line)
+    assert "--quiet" not in main_install and "Collecting" in main_install
 
 
 @pytest.fixture
