@@ -34,6 +34,9 @@ log = logging.getLogger("queuerun.dev")
 class _JobLine(logging.Formatter):
     """The push server's structured records, as one readable line per job attempt."""
 
+    # queue -> (min_backoff, max_backoff): a retry line says when Pub/Sub sends the job again
+    backoffs: dict[str, tuple[float, float]] = {}  # noqa: RUF012  (filled once the app is loaded)
+
     def format(self, record: logging.LogRecord) -> str:
         fields: Mapping[str, Any] = record.__dict__
         if "job_id" not in fields:
@@ -47,7 +50,12 @@ class _JobLine(logging.Formatter):
             parts.append(f"attempt={fields['attempt']}")
         if fields.get("duration_ms") is not None:
             parts.append(f"{fields['duration_ms']}ms")
-        parts.append(str(fields.get("status", record.levelname.lower())))
+        status = str(fields.get("status", record.levelname.lower()))
+        backoff = self.backoffs.get(str(fields.get("queue")))
+        if status == "retry" and backoff is not None:
+            # Pub/Sub picks the delay within the subscription's retry policy, from these bounds.
+            status = f"retry when Pub/Sub redelivers it, after its backoff ({backoff[0]:g}-{backoff[1]:g} s)"
+        parts.append(status)
         if fields.get("http_status") is not None:
             parts.append(f"(answered {fields['http_status']})")
         # Without an error field the message is the reason; there is always one to show.
@@ -110,6 +118,7 @@ def run_on_emulators(
         os.environ.update({k: v for k, v in settings.items() if k != ENV.BACKEND})
         app = load_app(target)
         app.use_settings(settings)
+        _JobLine.backoffs.update({s.name: (s.min_backoff, s.max_backoff) for s in app.specs})
         watch = RedeliveryWatch()
         # binds the port, so its URL is known
         server = BackgroundServer(app, host=host, port=port, push_options={"redelivery": watch})

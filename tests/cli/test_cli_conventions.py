@@ -202,3 +202,15 @@ def test_a_reload_broken_by_a_syntax_error_answers_503_with_the_error(tmp_path: 
     finally:
         stop_group(proc)
     assert not (tmp_path / ".queuerun" / "reloader.dev.json").exists()
+
+
+def test_a_retry_line_on_the_emulators_says_when_pub_sub_sends_the_job_again() -> None:
+    import logging
+
+    from queuerun.emulator_dev import _JobLine
+
+    _JobLine.backoffs["emails"] = (1.0, 2.0)
+    record = logging.LogRecord("queuerun.server", logging.WARNING, __file__, 1, "job failed, will retry", (), None)
+    record.__dict__.update(queue="emails", job_id="j1", attempt=1, duration_ms=3, status="retry", error="E: boom")
+    line = _JobLine().format(record)
+    assert "emails job=j1 attempt=1 3ms retry when Pub/Sub redelivers it, after its backoff (1-2 s) (E: boom)" in line
