@@ -62,3 +62,29 @@ def test_order_status_serves_its_page_both_ways(how: str, tmp_path: Path) -> Non
         stop_group(proc)
     out = proc.stdout.read() if proc.stdout else ""
     assert f"page http://127.0.0.1:{port}/" in out and "index.html" in out, out
+
+
+@pytest.mark.parametrize("example", ["quickstart", "profile_sync", "checkout", "fanout", "order_status"])
+def test_every_example_runs_under_queuerun_dev(example: str, tmp_path: Path) -> None:
+    import json
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    env |= {"QUEUERUN_STATE_FILE": str(tmp_path / "state.sqlite3"), "PYTHONUNBUFFERED": "1"}
+    target = f"examples.{example}.app:app"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuerun.cli", "dev", target, "--port", str(port), "--no-reload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        health = json.loads(page(f"http://127.0.0.1:{port}/_health", proc))
+    finally:
+        stop_group(proc)
+    from importlib import import_module
+
+    assert health["app"] == import_module(f"examples.{example}.app").app.name and health["pending"] == 0
