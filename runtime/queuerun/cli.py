@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,9 +208,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     job_id = queue.push(payload, user=args.user)
     print(job_id)
     if earlier is not None and earlier == job_id:
+        same = "dedupe id" if args.dedupe is not None else "payload (FIFO queues dedupe on it unless --dedupe)"
         print(
-            f"(duplicate of job {job_id}, pushed with the same dedupe id within {queue.spec.dedupe_window:g} s: "
-            "not queued again)",
+            f"(duplicate of job {job_id}, pushed with the same {same} within the last "
+            f"{queue.spec.dedupe_window:g} s: not queued again)",
             file=sys.stderr,
         )
     return 0
@@ -217,8 +219,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def _earlier_job(backend: Backend, queue: Any, payload: Any, user: str | None) -> str | None:
     """The job a push of ``payload`` would be a duplicate of, if its dedupe id was used in the window."""
-    import time
-
     from .dedupe import dedupe_key
 
     job = queue._job(payload, None, user)
