@@ -146,8 +146,12 @@ def test_a_port_in_use_fails_in_one_line_before_any_job_runs(tmp_path: Path) -> 
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = str(busy.getsockname()[1])
-        for reload in ([], ["--no-reload"]):
-            done = queuerun("dev", APP, "--port", port, "--state", str(state), *reload)
+        for args, env in (
+            ([APP], {}),
+            (["--no-reload"], {"QUEUERUN_APP": APP}),  # the app from the environment, as everywhere
+            ([APP, "--emulators"], {}),  # before any emulator starts
+        ):
+            done = queuerun("dev", *args, "--port", port, "--state", str(state), **env)
             message = one_line_exit_2(done)
             assert f"cannot listen on 127.0.0.1:{port}" in message and len(message.splitlines()) == 1
     with sqlite3.connect(state) as db:  # the job was never attempted
