@@ -388,9 +388,15 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .devserver import bind
     from .server.serve import serve
 
-    serve(load(app_target(args), _env_file(args)), host=args.host, port=args.port)
+    app = load(app_target(args), _env_file(args))
+    # serve()'s defaults, checked here so a port in use is one line, not uvicorn's exit.
+    host = args.host or ("0.0.0.0" if os.environ.get(ENV.CLOUD_RUN_SERVICE) else "127.0.0.1")
+    port = args.port if args.port is not None else int(os.environ.get("PORT", "8080"))
+    bind(host, port).close()
+    serve(app, host=host, port=port)
     return 0
 
 

@@ -154,6 +154,8 @@ def test_a_port_in_use_fails_in_one_line_before_any_job_runs(tmp_path: Path) -> 
             done = queuerun("dev", *args, "--port", port, "--state", str(state), **env)
             message = one_line_exit_2(done)
             assert f"cannot listen on 127.0.0.1:{port}" in message and len(message.splitlines()) == 1
+        message = one_line_exit_2(queuerun("serve", APP, "--port", port))
+        assert f"cannot listen on 127.0.0.1:{port}" in message and len(message.splitlines()) == 1
     with sqlite3.connect(state) as db:  # the job was never attempted
         assert db.execute("SELECT state, attempts FROM jobs").fetchall() == [("ready", 0)]
 
