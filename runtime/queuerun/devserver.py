@@ -90,7 +90,12 @@ def create_dev_app() -> object:
         with local:
             queues = ", ".join(s.name for s in app.specs)
             print(f"queuerun dev: app {app.name!r} at {url} (queues: {queues})", flush=True)
-            print(f"queuerun dev: jobs in {os.environ[STATE_VAR]}; pushes from this folder go there", flush=True)
+            state = os.environ[STATE_VAR]
+            print(
+                f"queuerun dev: jobs in {state}; pushes from this folder go there "
+                f"(from elsewhere: export {ENV.STATE_FILE}={state})",
+                flush=True,
+            )
             if page is not None:
                 print(f"queuerun dev: page {url}/ ({page})", flush=True)
             yield

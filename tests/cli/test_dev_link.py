@@ -100,12 +100,28 @@ def test_push_from_code_and_from_the_cli_reach_the_running_dev_server(
     assert from_cli.returncode == 0, from_cli.stderr
     wait_ran(folder, from_cli.stdout.strip(), proc)
 
+    # From another folder, the banner's export line is what it takes.
+    elsewhere = folder / "scripts"
+    elsewhere.mkdir()
+    state = str(folder / "elsewhere" / "jobs.sqlite3")
+    from_elsewhere = subprocess.run(
+        [sys.executable, "-c", PUSH_SCRIPT],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean_env(), "PYTHONPATH": str(folder), "QUEUERUN_STATE_FILE": state},
+    )
+    assert from_elsewhere.returncode == 0, from_elsewhere.stderr
+    wait_ran(folder, from_elsewhere.stdout.strip(), proc)
+
     record = json.loads((folder / ".queuerun" / "linked.dev.json").read_text())
     assert record["url"] == f"http://127.0.0.1:{port}" and record["state_file"].endswith("elsewhere/jobs.sqlite3")
     assert stat.S_IMODE((folder / "elsewhere" / "jobs.sqlite3").stat().st_mode) == 0o600
     stop_group(proc)
     out = proc.stdout.read() if proc.stdout else ""
     assert f"queuerun dev: app 'linked' at http://127.0.0.1:{port} (queues: notes)" in out, out
+    assert f"(from elsewhere: export QUEUERUN_STATE_FILE={state})" in out, out
     assert not (folder / ".queuerun" / "linked.dev.json").exists()  # gone with the server
 
 
