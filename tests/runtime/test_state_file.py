@@ -32,6 +32,9 @@ def test_the_state_file_is_created_owner_readable_only(tmp_path: Path) -> None:
     with app.local(state_file=state) as local:
         app.queues("work.fifo").group("g").push({"n": "1"})
         local.drain(timeout=10)
+        # SQLite's write-ahead log holds payloads too: it takes the file's mode.
+        for side in ("-wal", "-shm"):
+            assert stat.S_IMODE(Path(f"{state}{side}").stat().st_mode) == 0o600
     assert ran == ["1"]
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert stat.S_IMODE(Path(f"{state}.lock").stat().st_mode) == 0o600
