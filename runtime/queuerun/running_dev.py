@@ -28,6 +28,7 @@ class RunningDev:
     url: str
     state_file: str | None = None  # plain dev: the embedded backend's SQLite file
     settings: dict[str, str] = field(default_factory=dict)  # --emulators: settings of the gcp backend
+    started: str | None = field(default_factory=lambda: process_start(os.getpid()))  # tells a reused pid
 
     @property
     def on_emulators(self) -> bool:
@@ -36,6 +37,15 @@ class RunningDev:
 
 def record_path(app_name: str, folder: Path | None = None) -> Path:
     return (folder or Path.cwd()) / ".queuerun" / f"{app_name}{RECORD_SUFFIX}"
+
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (Linux: /proc/PID/stat field 22, clock ticks since boot); None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after the command name, which may hold spaces
 
 
 def pid_alive(pid: int) -> bool:
@@ -59,10 +69,15 @@ def find(app_name: str, folder: Path | None = None) -> RunningDev | None:
             url=str(raw["url"]),
             state_file=raw.get("state_file"),
             settings={str(k): str(v) for k, v in dict(raw.get("settings") or {}).items()},
+            started=raw.get("started"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return running if running.app == app_name and pid_alive(running.pid) else None
+    if running.app != app_name or not pid_alive(running.pid):
+        return None
+    if running.started is not None and process_start(running.pid) not in (None, running.started):
+        return None  # the pid now belongs to another process
+    return running
 
 
 @contextlib.contextmanager

@@ -146,3 +146,20 @@ def test_a_second_dev_server_is_refused_in_one_line(folder: Path, dev: tuple[sub
     again = run(other, "-m", "queuerun.cli", "dev", "linked:app", "--port", str(free_port()), "--state", state)
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
     assert "is in use by pid" in again.stderr and "one process runs its jobs" in again.stderr
+
+
+def test_a_record_left_by_a_dead_or_replaced_process_is_ignored(folder: Path) -> None:
+    from queuerun import running_dev
+
+    alive = running_dev.RunningDev("linked", os.getpid(), "http://127.0.0.1:1", state_file="x.sqlite3")
+    with running_dev.announce(alive, folder):
+        assert running_dev.find("linked", folder) == alive
+    assert running_dev.find("linked", folder) is None  # removed on the way out
+    # This process's pid, but another start time: the pid was reused after the server died.
+    reused = running_dev.RunningDev("linked", os.getpid(), "http://127.0.0.1:1", started="1")
+    with running_dev.announce(reused, folder):
+        assert running_dev.find("linked", folder) is None
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = running_dev.RunningDev("linked", int(gone.stdout), "http://127.0.0.1:1")
+    with running_dev.announce(dead, folder):
+        assert running_dev.find("linked", folder) is None
