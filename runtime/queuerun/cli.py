@@ -191,10 +191,9 @@ def _positionals(args: argparse.Namespace, names: Sequence[str], required: int) 
 
 def cmd_push(args: argparse.Namespace) -> int:
     queue_name, args.payload = _positionals(args, ["QUEUE", "PAYLOAD"], 1)
-    assert queue_name is not None
     app = load(app_target(args), _env_file(args))
     payload = _payload(args)
-    queue = app.queues(queue_name)
+    queue = app.queues(str(queue_name))  # present: _positionals required it
     if queue.fifo and args.group is None:
         raise CliError(f"queue {queue.name!r} is FIFO: pass --group GROUP (the jobs of one group run in order)")
     if not queue.fifo and args.group is not None:
