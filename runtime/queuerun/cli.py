@@ -319,11 +319,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         ("payload", _show(d.payload)),
     ):
         print(f"{key:>11}: {value}")
-    # Dead letters record the handler's traceback where the backend keeps one; older ones have none.
-    trace = getattr(d, "traceback", None)
-    if trace:
+    if d.traceback:  # where the backend recorded one (older dead letters have none)
         print(f"{'traceback':>11}:")
-        print("    " + str(trace).rstrip().replace("\n", "\n    "))
+        print("    " + d.traceback.rstrip().replace("\n", "\n    "))
     return 0
 
 
