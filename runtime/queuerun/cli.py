@@ -320,8 +320,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     ):
         print(f"{key:>11}: {value}")
     if d.traceback:  # where the backend recorded one (older dead letters have none)
-        print(f"{'traceback':>11}:")
-        print("    " + d.traceback.rstrip().replace("\n", "\n    "))
+        print(f"  traceback:\n{d.traceback}")
     return 0
 
 
