@@ -163,3 +163,48 @@ def test_a_record_left_by_a_dead_or_replaced_process_is_ignored(folder: Path) ->
     dead = running_dev.RunningDev("linked", int(gone.stdout), "http://127.0.0.1:1")
     with running_dev.announce(dead, folder):
         assert running_dev.find("linked", folder) is None
+
+
+LONG_LIVED = """
+import sys
+from linked import app
+from queuerun.errors import PushError
+try:
+    app.queues("notes").push({"early": True})
+except PushError as exc:
+    print("refused:", exc, flush=True)
+sys.stdin.readline()  # the test starts queuerun dev meanwhile
+print(app.queues("notes").push({"late": True}), flush=True)
+"""
+
+
+def test_a_process_started_before_the_dev_server_finds_it_once_it_runs(folder: Path) -> None:
+    # Given a web app (here: a script) that pushed while no dev server ran
+    web = subprocess.Popen(
+        [sys.executable, "-c", LONG_LIVED],
+        cwd=folder,
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert web.stdout is not None and web.stdin is not None
+    first = web.stdout.readline()
+    assert first.startswith("refused:") and "no worker would run it" in first
+    # When queuerun dev starts in its folder
+    port = free_port()
+    proc = spawn_dev(["linked:app", "--port", str(port), "--no-reload"], cwd=folder, env=clean_env())
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=30)
+        web.stdin.write("go\n")
+        web.stdin.flush()
+        job_id = web.stdout.readline().strip()
+        assert web.wait(30) == 0, web.stderr.read() if web.stderr else ""
+        # Then its next push reaches the dev server and runs
+        wait_ran(folder, job_id, proc)
+    finally:
+        stop_group(proc)
+        if web.poll() is None:
+            web.kill()
+            web.wait(10)

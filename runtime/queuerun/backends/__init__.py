@@ -10,6 +10,7 @@ from .base import Backend, DeadLetter, PushBatchError
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..running_dev import RunningDev
 
 
 def create_backend(settings: Settings, app: App | None = None) -> Backend:
@@ -28,16 +29,19 @@ def create_backend(settings: Settings, app: App | None = None) -> Backend:
 
     if settings.state_file:
         return EmbeddedBackend(state_file=settings.state_file)
-    # No file: push to the `queuerun dev` of this app running from this folder, or refuse.
-    from .. import running_dev
+    # No file: each push goes to the `queuerun dev` of this app running from this folder, or refuses.
     from .unserved import UnservedBackend
 
-    running = running_dev.find(app.name) if app is not None else None
-    if running is not None and running.on_emulators:
+    return UnservedBackend(app)
+
+
+def running_dev_backend(running: RunningDev, app: App) -> Backend:
+    """A backend that queues into the running ``queuerun dev``: its state file, or its emulators."""
+    if running.on_emulators:
         return create_backend(Settings.from_environ({**os.environ, **running.settings}), app)
-    if running is not None and running.state_file:
-        return EmbeddedBackend(state_file=running.state_file)
-    return UnservedBackend(app.name if app is not None else None)
+    from .embedded import EmbeddedBackend
+
+    return EmbeddedBackend(state_file=running.state_file)
 
 
 __all__ = ["Backend", "DeadLetter", "PushBatchError", "create_backend"]
