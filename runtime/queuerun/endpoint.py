@@ -32,6 +32,7 @@ from .errors import (
     RequestRejected,
 )
 from .forms import parse_body
+from .hosting import anonymous_allowed
 
 if TYPE_CHECKING:
     from starlette.requests import Request as StarletteRequest
@@ -89,8 +90,23 @@ async def authenticate(app: App, request: HttpRequest) -> str | None:
     return result
 
 
-async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> HttpResponse:
-    """Queue one job from a request. Never raises: every failure is a response with a clear message."""
+def anonymous_refused(queue: str) -> HttpResponse:
+    return _reject(
+        401,
+        f"queue {queue!r} is not public: sign in (the app's authenticate hook found no user), "
+        "or declare the queue public=True",
+        **{"www-authenticate": "Bearer"},
+    )
+
+
+async def handle(
+    queue: Queue, request: HttpRequest, segments: list[str], *, allow_anonymous: bool = False
+) -> HttpResponse:
+    """Queue one job from a request. Never raises: every failure is a response with a clear message.
+
+    An anonymous request (no hook, or the hook returned None) reaches only a queue declared
+    ``public=True``, unless ``allow_anonymous`` (development: see :mod:`queuerun.hosting`).
+    """
     spec = queue.spec
     if len(segments) > (2 if spec.fifo else 0):
         return _reject(404, f"queue {spec.name!r}: no such route {request.path!r}")
@@ -100,6 +116,8 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
         return _reject(400, f"queue {spec.name!r} is FIFO: POST to <route>/<group>[/<dedupe id>] (group is missing)")
     try:
         user = await authenticate(queue.app, request)
+        if user is None and not spec.public and not allow_anonymous:
+            return anonymous_refused(spec.name)
         payload = parse_body(spec.name, request.headers.get("content-type"), request.body, spec.accepts)
         ref = queue
         params = dict(request.query)
@@ -200,6 +218,7 @@ async def serve_asgi(
     *,
     find: Callable[[list[str]], tuple[Queue, list[str]] | HttpResponse],
     max_body: int,
+    allow_anonymous: bool = False,
 ) -> None:
     """Shared ASGI plumbing: resolve the queue, bound the body, call :func:`handle`."""
     path = relative_path(scope)
@@ -220,7 +239,8 @@ async def serve_asgi(
     if body is None:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    await send_response(send, await handle(queue, scope_request(scope, body, path), segments))
+    request = scope_request(scope, body, path)
+    await send_response(send, await handle(queue, request, segments, allow_anonymous=allow_anonymous))
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
@@ -241,19 +261,28 @@ def _too_large(queue: str, limit: int) -> HttpResponse:
 class QueueHttp:
     """``queue.http``: an ASGI app for one queue, mountable in Starlette or FastAPI; ``flask_view()`` for Flask."""
 
-    def __init__(self, queue: Queue, *, max_body: int | None = None) -> None:
+    def __init__(self, queue: Queue, *, max_body: int | None = None, allow_anonymous: bool | None = None) -> None:
+        """``allow_anonymous`` defaults to the ``QUEUERUN_ALLOW_ANONYMOUS`` setting (refused on managed hosts)."""
         if not queue.spec.http:
             raise ConfigurationError(
                 f"queue {queue.name!r}: declare it with http=True to expose it over HTTP (http is False)"
             )
         self.queue = queue
         self.max_body = max_body or queue.app.http_max_body
+        self.allow_anonymous = anonymous_allowed() if allow_anonymous is None else allow_anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http":
-            await serve_asgi(scope, receive, send, find=lambda segments: (self.queue, segments), max_body=self.max_body)
+            await serve_asgi(
+                scope,
+                receive,
+                send,
+                find=lambda segments: (self.queue, segments),
+                max_body=self.max_body,
+                allow_anonymous=self.allow_anonymous,
+            )
 
     def flask_view(self) -> Callable[..., Any]:
         """A Flask view function: ``flask_app.add_url_rule("/x/<group>", view_func=q.http.flask_view(), ...)``."""
@@ -279,7 +308,7 @@ class QueueHttp:
                         client=request.remote_addr,
                     )
                     segments = [s for s in (group, dedupe) if s is not None]
-                    result = asyncio.run(handle(self.queue, req, segments))
+                    result = asyncio.run(handle(self.queue, req, segments, allow_anonymous=self.allow_anonymous))
             return Response(
                 result.encoded(), status=result.status, headers=dict(result.headers), content_type="application/json"
             )
@@ -291,8 +320,10 @@ class QueueHttp:
 class AppHttp:
     """Every ``http=True`` queue of an app, at ``/<queue name>[/<group>[/<dedupe id>]]``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, allow_anonymous: bool | None = None) -> None:
+        """``allow_anonymous`` defaults to the ``QUEUERUN_ALLOW_ANONYMOUS`` setting (refused on managed hosts)."""
         self.app = app
+        self.allow_anonymous = anonymous_allowed() if allow_anonymous is None else allow_anonymous
 
     def _find(self, segments: list[str]) -> tuple[Queue, list[str]] | HttpResponse:
         if not segments:
@@ -307,7 +338,14 @@ class AppHttp:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http":
-            await serve_asgi(scope, receive, send, find=self._find, max_body=self.app.http_max_body)
+            await serve_asgi(
+                scope,
+                receive,
+                send,
+                find=self._find,
+                max_body=self.app.http_max_body,
+                allow_anonymous=self.allow_anonymous,
+            )
 
     async def respond(self, request: StarletteRequest, path: str) -> StarletteResponse:
         """For hosts that hand over a Starlette request (functions-framework): same routes and answers."""
@@ -337,7 +375,7 @@ class AppHttp:
                     result = _too_large(queue.name, limit)
                 else:
                     req = scope_request(request.scope, bytes(body), path)
-                    result = await handle(queue, req, segments)
+                    result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
         return Response(
             result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
         )

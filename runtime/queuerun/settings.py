@@ -31,6 +31,8 @@ class ENV:
     STATE_FILE: Final = "QUEUERUN_STATE_FILE"  # embedded backend: SQLite file for durable state
     CLOUD_RUN_SERVICE: Final = "K_SERVICE"  # set by Cloud Run itself
     ENV_FILE: Final = "QUEUERUN_ENV_FILE"  # the CLI's --env-file: settings of a deployed app
+    # "1": anonymous requests reach HTTP queues not declared public; development only (see hosting.py)
+    ALLOW_ANONYMOUS: Final = "QUEUERUN_ALLOW_ANONYMOUS"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ class BrokenStoreBackend(EmbeddedBackend):
 def _app() -> App:
     app = App("faults")
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any) -> None: ...
 
     return app
