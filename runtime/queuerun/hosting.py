@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("queuerun.server")
 
 # Variables a managed host sets in every container it runs; none is set on a developer's machine.
+# Not FUNCTION_TARGET: functions-framework sets it locally too (Cloud Functions 2nd gen sets K_SERVICE).
 MANAGED_HOST_MARKERS: Final = (
     "K_SERVICE",  # Cloud Run services, Cloud Functions (2nd gen)
     "CLOUD_RUN_JOB",  # Cloud Run jobs
     "KUBERNETES_SERVICE_HOST",  # GKE and every Kubernetes pod
-    "FUNCTION_TARGET",  # Cloud Functions
     "GAE_SERVICE",  # App Engine
 )
 
