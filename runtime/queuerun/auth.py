@@ -26,6 +26,7 @@ Verification may fetch certificates, so the hook runs it in a worker thread and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -36,6 +37,8 @@ from .errors import AuthenticationError, ConfigurationError, PushAuthError, Requ
 from .server import oidc
 from .server.oidc import MAX_TOKEN_CHARS, GoogleCerts
 from .server.oidc import HttpRequest as CertsTransport
+
+log = logging.getLogger("queuerun.http")
 
 UserClaim = Literal["sub", "email"]
 SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
@@ -63,9 +66,11 @@ def decode_google_token(
             token, certs, audiences, clock_skew_in_seconds=clock_skew_in_seconds, label="ID token"
         )
     except PushAuthError as exc:
+        # The whole reason goes to the log; callers are not told which audience was expected.
+        log.info("ID token refused: %s", exc)
         if exc.status == 503:
-            raise RequestRejected(503, f"cannot verify ID tokens now, try again: {exc}") from None
-        raise AuthenticationError(str(exc)) from None
+            raise RequestRejected(503, "cannot verify ID tokens now, try again") from None
+        raise AuthenticationError(exc.public) from None
 
 
 @dataclass(frozen=True)

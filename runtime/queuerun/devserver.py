@@ -67,6 +67,9 @@ def create_dev_app() -> object:
 def run_dev(target: str, *, host: str, port: int, state_file: str, reload: bool) -> None:
     import uvicorn
 
+    from .hosting import warn_if_exposed
+
+    warn_if_exposed(host, server="queuerun dev")
     os.environ[TARGET_VAR] = target
     os.environ[STATE_VAR] = state_file
     os.environ.setdefault(ENV.BACKEND, "embedded")

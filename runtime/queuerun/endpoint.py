@@ -16,14 +16,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from .context import current_user
 from .errors import (
     AuthenticationError,
+    AuthenticationHookError,
     ConfigurationError,
     PayloadError,
     PayloadTooLargeError,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .forms import parse_body
 from .hosting import anonymous_allowed
+from .invoker import cloud_run_invoker, iam_checked
 
 if TYPE_CHECKING:
     from starlette.requests import Request as StarletteRequest
@@ -79,15 +81,25 @@ def _reject(status: int, message: str, **headers: str) -> HttpResponse:
 
 
 async def authenticate(app: App, request: HttpRequest) -> str | None:
-    """Run the app's hook: a user id, None for anonymous. AuthenticationError passes through."""
-    if app.authenticate is None:
-        return None
-    result = app.authenticate(request)
-    if inspect.isawaitable(result):
-        result = await result
-    if result is not None and not isinstance(result, str):
-        raise ConfigurationError(f"app {app.name!r}: authenticate must return a user id string or None, got {result!r}")
-    return result
+    """The request's user id, None for anonymous. AuthenticationError passes through.
+
+    The app's hook decides; where it finds no user and Cloud Run's invoker check admitted the request
+    (an IAM-protected service), the user is the invoker's verified email (see :mod:`queuerun.invoker`).
+    """
+    user: str | None = None
+    if app.authenticate is not None:
+        result = app.authenticate(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and not isinstance(result, str):
+            # The value may be anything the app holds (a session, a record): its type only, in the log only.
+            raise AuthenticationHookError(
+                f"app {app.name!r}: authenticate must return a user id string or None, got a {type(result).__name__}"
+            )
+        user = result
+    if user is None and iam_checked(app.settings):
+        user = cloud_run_invoker(request.headers)
+    return user
 
 
 def anonymous_refused(queue: str) -> HttpResponse:
@@ -134,6 +146,9 @@ async def handle(
             current_user.reset(token)
     except AuthenticationError as exc:
         return _reject(exc.status, str(exc), **({"www-authenticate": "Bearer"} if exc.status == 401 else {}))
+    except AuthenticationHookError as exc:  # the app's fault: a server error, and the client learns nothing
+        log.error("queue %s: %s", spec.name, exc)
+        return _reject(500, f"queue {spec.name!r}: internal error, the job was not queued")
     except RequestRejected as exc:
         return _reject(exc.status, str(exc))
     except PayloadTooLargeError as exc:
@@ -143,8 +158,9 @@ async def handle(
     except ConfigurationError as exc:
         return _reject(400, str(exc))
     except (PushError, QueueNotFoundError) as exc:  # QueueNotFoundError here: the topic is missing
+        # The cause goes to the log only: it can name the project, topic paths or accounts.
         log.warning("queue %s: push failed: %s", spec.name, exc)
-        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again ({exc})", **{"retry-after": "1"})
+        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again", **{"retry-after": "1"})
     except Exception:  # a fault of ours or of a store: the client may retry, and must not see a 500
         log.exception("queue %s: could not queue the job", spec.name)
         return _reject(503, f"queue {spec.name!r}: the job was not queued, try again", **{"retry-after": "1"})
@@ -183,10 +199,32 @@ async def send_response(send: Send, response: HttpResponse) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
+# Headers whose second copy could make two readers disagree on who is calling: refused, never picked from.
+SINGLE_HEADERS: Final = {"authorization": "Authorization", "x-serverless-authorization": "X-Serverless-Authorization"}
+
+
+def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as one value per lowercase name, resolved the same way for every reader.
+
+    Two ``Authorization`` (or ``X-Serverless-Authorization``) headers are refused (RequestRejected 400):
+    the hook, Cloud Run and a framework could each take a different one. Several ``Cookie`` headers
+    are joined with ``"; "``, as HTTP/2 requires of a split cookie header (RFC 9113, 8.2.3). For any
+    other name the last value is kept.
+    """
     headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
+    for raw_name, value in pairs:
+        name = raw_name.lower()
+        if name in headers and name in SINGLE_HEADERS:
+            raise RequestRejected(400, f"the request has more than one {SINGLE_HEADERS[name]} header: send one")
+        if name in headers and name == "cookie":
+            value = f"{headers[name]}; {value}"
+        headers[name] = value
+    return headers
+
+
+def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
+    """The request as the hook sees it. Raises RequestRejected 400 for duplicate credentials (:func:`header_map`)."""
+    headers = header_map((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", []))
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
     client = scope.get("client")
     return HttpRequest(
@@ -239,7 +277,11 @@ async def serve_asgi(
     if body is None:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    request = scope_request(scope, body, path)
+    try:
+        request = scope_request(scope, body, path)
+    except RequestRejected as exc:
+        await send_response(send, _reject(exc.status, f"queue {queue.name!r}: {exc}"))
+        return
     await send_response(send, await handle(queue, request, segments, allow_anonymous=allow_anonymous))
 
 
@@ -299,16 +341,21 @@ class QueueHttp:
                 if len(body) > self.max_body:
                     result = _too_large(self.queue.name, self.max_body)
                 else:
-                    req = HttpRequest(
-                        method=request.method,
-                        path=request.path,
-                        headers={k.lower(): v for k, v in request.headers.items()},
-                        query={k: v for k, v in request.args.items()},
-                        body=body,
-                        client=request.remote_addr,
-                    )
-                    segments = [s for s in (group, dedupe) if s is not None]
-                    result = asyncio.run(handle(self.queue, req, segments, allow_anonymous=self.allow_anonymous))
+                    try:
+                        headers = header_map(request.headers.items())
+                    except RequestRejected as exc:
+                        result = _reject(exc.status, f"queue {self.queue.name!r}: {exc}")
+                    else:
+                        req = HttpRequest(
+                            method=request.method,
+                            path=request.path,
+                            headers=headers,
+                            query={k: v for k, v in request.args.items()},
+                            body=body,
+                            client=request.remote_addr,
+                        )
+                        segments = [s for s in (group, dedupe) if s is not None]
+                        result = asyncio.run(handle(self.queue, req, segments, allow_anonymous=self.allow_anonymous))
             return Response(
                 result.encoded(), status=result.status, headers=dict(result.headers), content_type="application/json"
             )
@@ -374,8 +421,12 @@ class AppHttp:
                 if len(body) > limit:
                     result = _too_large(queue.name, limit)
                 else:
-                    req = scope_request(request.scope, bytes(body), path)
-                    result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
+                    try:
+                        req = scope_request(request.scope, bytes(body), path)
+                    except RequestRejected as exc:
+                        result = _reject(exc.status, f"queue {queue.name!r}: {exc}")
+                    else:
+                        result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
         return Response(
             result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
         )

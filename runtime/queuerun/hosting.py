@@ -7,6 +7,7 @@ itself, where a managed host (Cloud Run, GKE, Cloud Functions, App Engine) alway
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -69,4 +70,28 @@ def anonymous_allowed(environ: Mapping[str, str] | None = None) -> bool:
         "%s is set: anonymous requests reach every HTTP queue, also those not declared public (development only)",
         ENV.ALLOW_ANONYMOUS,
     )
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address) is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def warn_if_exposed(host: str, *, server: str, insecure_push: bool = False) -> bool:
+    """Log a warning when a development server binds beyond loopback; True if it did.
+
+    Development servers bind 127.0.0.1 unless told otherwise; told otherwise, they say what that opens.
+    """
+    if is_loopback(host):
+        return False
+    reach = f"{server} listens on {host!r}: other machines on your network can reach it"
+    if insecure_push:
+        reach += f" and, with {ENV.INSECURE_PUSH} on, push any job to it without a token"
+    log.warning("%s (bind 127.0.0.1 unless you mean it)", reach)
     return True

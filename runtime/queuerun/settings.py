@@ -33,6 +33,8 @@ class ENV:
     ENV_FILE: Final = "QUEUERUN_ENV_FILE"  # the CLI's --env-file: settings of a deployed app
     # "1": anonymous requests reach HTTP queues not declared public; development only (see hosting.py)
     ALLOW_ANONYMOUS: Final = "QUEUERUN_ALLOW_ANONYMOUS"
+    # comma-separated origins (scheme://host[:port]) whose pages may open /_ws besides the same origin
+    ALLOWED_ORIGINS: Final = "QUEUERUN_ALLOWED_ORIGINS"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -72,6 +74,7 @@ class Settings:
     push_auth: PushAuth = "verify"
     state_file: str | None = None
     cloud_run_service: str | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def on_cloud_run(self) -> bool:
@@ -123,4 +126,5 @@ class Settings:
             push_auth=push_auth,  # type: ignore[arg-type]  # checked above
             state_file=env.get(ENV.STATE_FILE) or None,
             cloud_run_service=service,
+            allowed_origins=tuple(o.strip() for o in env.get(ENV.ALLOWED_ORIGINS, "").split(",") if o.strip()),
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,8 +13,10 @@ from starlette.testclient import TestClient
 
 from queuerun import App, JobMetadata
 from queuerun.endpoint import AppHttp, HttpRequest
-from queuerun.errors import ConfigurationError
+from queuerun.errors import AuthenticationError, ConfigurationError
 from queuerun.hosting import anonymous_allowed, managed_host
+from queuerun.invoker import cloud_run_invoker
+from queuerun.settings import Settings
 
 Seen = list[tuple[str, Any, str | None]]
 
@@ -109,3 +114,73 @@ def test_the_development_switch_is_refused_on_a_managed_host(marker: str) -> Non
 def test_a_developer_machine_is_not_a_managed_host() -> None:
     assert managed_host({"HOME": "/home/dev", "PATH": "/usr/bin"}) is None
     assert managed_host({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "KUBERNETES_SERVICE_HOST='10.0.0.1'"
+
+
+# -- who is calling an IAM-protected service (access="iam"/"private") --------------------------------
+
+STRIPPED = "SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+def _checked_token(**claims: Any) -> str:
+    """A token as Cloud Run forwards one it checked: header.payload.SIGNATURE_REMOVED_BY_GOOGLE."""
+    now = int(time.time())
+    body = {"iss": "https://accounts.google.com", "aud": "https://x.run.app", "iat": now, "exp": now + 3600}
+    body |= {"email": "web@p.iam.gserviceaccount.com", "email_verified": True, **claims}
+    return f"{_segment({'alg': 'RS256', 'typ': 'JWT'})}.{_segment(body)}.{STRIPPED}"
+
+
+def _segment(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+# What the component sets on an IAM-protected service (the backend is beside the point here).
+IAM_SETTINGS = Settings(push_auth="cloud-run-iam", cloud_run_service="sync")
+
+
+def test_behind_cloud_run_iam_the_checked_caller_reaches_a_non_public_queue() -> None:
+    app, seen = build()
+    app.use_settings(IAM_SETTINGS)
+    with app.local() as local, TestClient(AppHttp(app, allow_anonymous=False)) as client:
+        res = client.post("/closed", json=1, headers={"authorization": f"Bearer {_checked_token()}"})
+        local.drain(timeout=10)
+    assert res.status_code == 202, res.text
+    assert seen == [("closed", 1, "web@p.iam.gserviceaccount.com")]
+
+
+def test_without_cloud_run_iam_in_front_a_checked_looking_token_is_nobody() -> None:
+    """A public service: nothing checked the token, so anyone could have written it."""
+    app, seen = build()
+    app.use_settings(Settings(push_auth="verify", cloud_run_service="shop"))  # the component's public setting
+    with app.local(), TestClient(AppHttp(app, allow_anonymous=False)) as client:
+        res = client.post("/closed", json=1, headers={"authorization": f"Bearer {_checked_token()}"})
+    assert res.status_code == 401
+    assert seen == []
+
+
+def test_two_checked_looking_tokens_are_refused_not_guessed_between() -> None:
+    """Cloud Run checks one of Authorization / X-Serverless-Authorization; the caller wrote the other."""
+    headers = {
+        "authorization": f"Bearer {_checked_token(email='ceo@example.com')}",
+        "x-serverless-authorization": f"Bearer {_checked_token()}",
+    }
+    with pytest.raises(AuthenticationError, match="cannot tell which one Cloud Run checked"):
+        cloud_run_invoker(headers)
+
+
+def test_the_app_s_own_bearer_token_beside_the_checked_one_does_not_confuse_the_caller() -> None:
+    headers = {"authorization": "Bearer app-session-123", "x-serverless-authorization": f"Bearer {_checked_token()}"}
+    assert cloud_run_invoker(headers) == "web@p.iam.gserviceaccount.com"
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"email_verified": False}, "no verified email"),
+        ({"iss": "https://evil.example"}, "issuer"),
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "expired"),
+        ({"exp": int(time.time()) + 86_400}, "lifetime"),
+    ],
+)
+def test_a_checked_token_with_claims_no_google_token_has_is_refused(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(AuthenticationError, match=reason):
+        cloud_run_invoker({"authorization": f"Bearer {_checked_token(**claims)}"})
