@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from .errors import ConfigurationError
@@ -35,6 +35,8 @@ class ENV:
     ALLOW_ANONYMOUS: Final = "QUEUERUN_ALLOW_ANONYMOUS"
     # comma-separated origins (scheme://host[:port]) whose pages may open /_ws besides the same origin
     ALLOWED_ORIGINS: Final = "QUEUERUN_ALLOWED_ORIGINS"
+    # the app's key that seals a job's user (see user_seal.py); from Secret Manager on Google Cloud
+    USER_KEY: Final = "QUEUERUN_USER_KEY"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -75,6 +77,7 @@ class Settings:
     state_file: str | None = None
     cloud_run_service: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    user_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log line
 
     @property
     def on_cloud_run(self) -> bool:
@@ -126,5 +129,6 @@ class Settings:
             push_auth=push_auth,  # type: ignore[arg-type]  # checked above
             state_file=env.get(ENV.STATE_FILE) or None,
             cloud_run_service=service,
+            user_key=env.get(ENV.USER_KEY) or None,
             allowed_origins=tuple(o.strip() for o in env.get(ENV.ALLOWED_ORIGINS, "").split(",") if o.strip()),
         )

@@ -55,6 +55,7 @@ from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotF
 from ..handlers import Outcome, run_handler
 from ..hosting import check_insecure_push
 from ..settings import Settings
+from ..user_seal import admitted, user_seal
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
@@ -168,6 +169,7 @@ class PushServer:
                 mode=self.settings.push_auth,
             )
         self.verifier = verifier
+        self.user_seal = user_seal(self.settings.user_key, app.name)
         self.max_body_bytes = max_body_bytes
         self.attempts = AttemptCounter()
         self.http = AppHttp(app)
@@ -284,7 +286,10 @@ class PushServer:
         job = ReceivedJob(
             job_id=message.message_id,
             data=message.data,
-            attributes=message.attributes,
+            # a user is believed only under the app's seal: anyone who may publish can write attributes
+            attributes=admitted(
+                self.user_seal, message.attributes, message.data, queue=queue, job_id=message.message_id
+            ),
             received_count=received_count,
             published_at=message.publish_time,
         )

@@ -11,6 +11,16 @@ role) and forwards it with its signature replaced by ``SIGNATURE_REMOVED_BY_GOOG
 signature); a token that still has a signature is verified in full in either mode, and nothing
 else unsigned is ever accepted.
 
+Every token must also have ``iat`` and ``exp``, not be used before ``nbf``, and live at most
+:data:`MAX_TOKEN_LIFETIME` (an hour, a Google ID token's lifetime). A push request carries exactly one
+``Authorization`` header and no ``X-Serverless-Authorization`` (:func:`push_authorization`).
+
+What a push token is bound to: the audience of the app's push subscriptions and the app's push
+service account, for at most an hour. It is not bound to a message, a queue or a request (Pub/Sub
+may reuse one token for many pushes), so a captured token can replay pushes to this app until it
+expires: tokens travel over HTTPS only and are never logged (reasons are cut to 200 characters
+because some libraries quote the token).
+
 Verification may fetch certificates over the network: call it from a worker thread in async code.
 The Pub/Sub emulator sends no token at all; turning verification off is the server's setting.
 """
