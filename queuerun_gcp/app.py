@@ -415,6 +415,8 @@ class QueueRunApp(pulumi.ComponentResource):
             # Ordering keys are only ordered when every publish goes to one region.
             ENV.PUBSUB_ENDPOINT: pulumi.Output.from_input(region).apply(pubsub_endpoint),
         }
+        if a.allowed_origins:
+            managed[ENV.ALLOWED_ORIGINS] = ",".join(a.allowed_origins)
         env = {**a.env, **managed}
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
         return gcp.cloudrunv2.Service(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from queuerun import names
+from queuerun.errors import ConfigurationError
 from queuerun.settings import ENV
 from queuerun.spec import make_spec
 from queuerun_gcp import DEDUPE_COLLECTION, DONE_COLLECTION, TTL_FIELD, TYPE_TOKEN, QueueRunApp
@@ -526,3 +527,18 @@ def test_operator_env_points_the_cli_at_the_deployed_app() -> None:
             ENV.APP: "main:app",
         }
     ]
+
+
+def test_allowed_origins_reach_the_runtime_and_bad_ones_are_refused() -> None:
+    g = build(lambda: QueueRunApp("shop", **shop_args(access="public", allowed_origins=["https://shop.example"])))
+    envs = g.named("shop-service").inputs["template"]["containers"][0]["envs"]
+    assert {e["name"]: e.get("value") for e in envs}[ENV.ALLOWED_ORIGINS] == "https://shop.example"
+    # Without the argument the runtime admits its own origin only: nothing is set.
+    assert ENV.ALLOWED_ORIGINS not in {e["name"] for e in graph_envs(build(lambda: QueueRunApp("shop", **shop_args())))}
+    with pytest.raises(ConfigurationError, match="allowed_origins must be 'scheme://host\\[:port\\]'"):
+        QueueRunApp("bad", **shop_args(allowed_origins=["https://shop.example/path"]))
+
+
+def graph_envs(g: Graph) -> list[dict[str, Any]]:
+    envs: list[dict[str, Any]] = g.named("shop-service").inputs["template"]["containers"][0]["envs"]
+    return envs
