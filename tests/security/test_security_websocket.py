@@ -154,3 +154,14 @@ def test_a_query_string_token_never_reaches_the_logs(caplog: pytest.LogCaptureFi
     close_code(client, "/_ws?token=ticket-alice", origin="https://evil.example")
     assert "alice" in caplog.text  # the connection was logged, by user
     assert "ticket-" not in caplog.text
+
+
+def test_a_hook_returning_a_non_string_closes_with_1011_and_echoes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    session = {"user": "alice", "secret": "s3cr3t-session"}
+    app = App("sockets", authenticate=lambda request: session)
+    client = TestClient(Starlette(routes=[WebSocketRoute("/_ws", websocket_app(app))]), base_url=f"http://{HOST}")
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/_ws", headers={"host": HOST}) as ws:
+        ws.receive_text()
+    assert closed.value.code == 1011
+    assert closed.value.reason == "authentication failed: server error"
+    assert "s3cr3t" not in caplog.text and "got a dict" in caplog.text
