@@ -43,7 +43,9 @@ EXAMPLES = {
         Example("profile_sync", REPO_ROOT / "examples/profile_sync/Pulumi.yaml", "examples.profile_sync.app", PUBLIC),
         Example("checkout", REPO_ROOT / "examples/checkout/Pulumi.yaml", "examples.checkout.app", PUBLIC),
         Example("fanout", REPO_ROOT / "examples/fanout/Pulumi.yaml", "examples.fanout.app", INTERNAL),
-        Example("order_status", REPO_ROOT / "examples/order_status/Pulumi.yaml", "examples.order_status.app", PUBLIC),
+        Example(
+            "order_status", REPO_ROOT / "examples/order_status/Pulumi.yaml", "examples.order_status.app", PUBLIC
+        ),
     )
 }
 _graphs: dict[str, Graph] = {}

@@ -141,7 +141,9 @@ def make_publisher(*, emulator_host: str | None = None, endpoint: str | None = N
         import grpc  # type: ignore[import-untyped]
         from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-        kwargs["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS))
+        kwargs["transport"] = PublisherGrpcTransport(
+            channel=grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS)
+        )
     elif endpoint:
         kwargs["client_options"] = {"api_endpoint": endpoint}
     return PublisherClient(
