@@ -8,6 +8,8 @@ network and cached as long as Google allows, shared with push verification: see
 :mod:`queuerun.server.oidc`), its expiry, its audience and its issuer, then answers:
 
     no Authorization header         None: the request is anonymous
+    a token Cloud Run checked        None (its signature is gone); on an IAM-protected service the
+      (SIGNATURE_REMOVED_BY_GOOGLE)    runtime names the invoker instead (queuerun.invoker)
     a valid token                   the user id: the ``sub`` claim, or the email with ``user_claim="email"``
     a bad, expired or foreign token AuthenticationError(401)
     a valid token of someone not    AuthenticationError(403)
@@ -87,6 +89,10 @@ class GoogleIdTokenAuth:
     async def __call__(self, request: HasHeaders) -> str | None:
         authorization = request.headers.get("authorization")
         if authorization is None:
+            return None
+        if authorization.strip().endswith("." + oidc.SIGNATURE_REMOVED):
+            # Cloud Run's invoker check took this token and removed its signature: it is not ours to verify.
+            # Anonymous here; on an IAM-protected service the runtime then names the invoker (queuerun.invoker).
             return None
         return await anyio.to_thread.run_sync(self.verify, authorization)
 

@@ -184,3 +184,20 @@ def test_the_app_s_own_bearer_token_beside_the_checked_one_does_not_confuse_the_
 def test_a_checked_token_with_claims_no_google_token_has_is_refused(claims: dict[str, Any], reason: str) -> None:
     with pytest.raises(AuthenticationError, match=reason):
         cloud_run_invoker({"authorization": f"Bearer {_checked_token(**claims)}"})
+
+
+def test_google_id_token_hook_leaves_a_cloud_run_checked_token_to_the_invoker_rule() -> None:
+    """access="iam" with the ready hook: the hook cannot verify a stripped token, so the invoker is the user."""
+    from queuerun.auth import google_id_token
+
+    app, seen = build(google_id_token("client-id.apps.googleusercontent.com", request=_no_certs))
+    app.use_settings(IAM_SETTINGS)
+    with app.local() as local, TestClient(AppHttp(app, allow_anonymous=False)) as client:
+        res = client.post("/closed", json=1, headers={"authorization": f"Bearer {_checked_token()}"})
+        local.drain(timeout=10)
+    assert res.status_code == 202, res.text
+    assert seen == [("closed", 1, "web@p.iam.gserviceaccount.com")]
+
+
+def _no_certs(url: str, method: str = "GET", *, timeout: float | None = None) -> Any:
+    raise AssertionError("a token Cloud Run checked is never verified against Google's certificates")
