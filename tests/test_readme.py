@@ -149,11 +149,17 @@ def test_tutorial_steps_2_to_4_with_the_dev_server_running(tutorial: Path) -> No
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = spawn_dev(["shop:app", "--port", str(port)], cwd=tutorial, env=env)
+    assert "`QUEUERUN_ALLOW_ANONYMOUS=1 queuerun dev shop:app`" in README  # as step 2 says, for the curl
+    proc = spawn_dev(["shop:app", "--port", str(port)], cwd=tutorial, env={**env, "QUEUERUN_ALLOW_ANONYMOUS": "1"})
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=30)
         from_code = _python(f"from shop import charge, Order\nprint({push_from_code})", tutorial)
         assert from_code.returncode == 0, from_code.stderr
+        # The curl line, as written, against this server's port.
+        block = next(b for b in code_blocks("sh") if "\ncurl " in b or b.startswith("curl "))
+        curl = "curl " + block.split("curl ", 1)[1].replace("localhost:8080", f"localhost:{port}")
+        posted = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
+        assert posted.returncode == 0 and '"queue": "charge.fifo"' in posted.stdout, posted.stdout + posted.stderr
         pushed = cli(*shlex.split(failing)[1:])
         assert pushed.returncode == 0, pushed.stderr
         job_id = pushed.stdout.strip()
@@ -169,4 +175,5 @@ def test_tutorial_steps_2_to_4_with_the_dev_server_running(tutorial: Path) -> No
     out = proc.stdout.read() if proc.stdout else ""
     assert f"queuerun dev: app 'shop' at http://127.0.0.1:{port}" in out
     assert "charging order-1: 4999 (attempt 1)" in out  # the push from code ran in the dev server
+    assert "charging order-3: 250 (attempt 1)" in out  # the curl's job
     assert f"emails job={job_id} attempt=1" in out and "retry in 1s at " in out

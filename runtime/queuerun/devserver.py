@@ -19,10 +19,13 @@ import sys
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .errors import ConfigurationError
 from .settings import ENV
+
+if TYPE_CHECKING:
+    from .app import App
 
 TARGET_VAR: Final = "QUEUERUN_DEV_TARGET"
 STATE_VAR: Final = "QUEUERUN_DEV_STATE"
@@ -98,6 +101,7 @@ def create_dev_app() -> object:
             )
             if page is not None:
                 print(f"queuerun dev: page {url}/ ({page})", flush=True)
+            print(_access_line(app, http.allow_anonymous), flush=True)
             yield
 
     async def health(_: Request) -> JSONResponse:
@@ -108,9 +112,10 @@ def create_dev_app() -> object:
         return FileResponse(page, media_type="text/html")
 
     _job_lines()
+    http = AppHttp(app)
     routes: list[BaseRoute] = [
         Route("/_health", health),
-        Mount(HTTP_PREFIX, app=AppHttp(app)),
+        Mount(HTTP_PREFIX, app=http),
         WebSocketRoute(WEBSOCKET_PATH, websocket_app(app)),
     ]
     if page is not None:
@@ -134,10 +139,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _access_line(app: App, allow_anonymous: bool) -> str:
+    """Who may post to the app's HTTP queues here: as on a deployed service, unless told otherwise."""
+    if allow_anonymous:
+        return f"queuerun dev: {ENV.ALLOW_ANONYMOUS} is set: anonymous posts reach every HTTP queue"
+    public = [s.name for s in app.specs if s.http and s.public]
+    closed = [s.name for s in app.specs if s.http and not s.public]
+    if not closed:
+        return "queuerun dev: every HTTP queue is public=True: anonymous posts are accepted"
+    return (
+        f"queuerun dev: HTTP queues {closed} refuse anonymous posts (401) as on a deployed service; "
+        f"public: {public or 'none'}; {ENV.ALLOW_ANONYMOUS}=1 opens them all for development"
+    )
+
+
 def run_dev(target: str, *, host: str, port: int, state_file: str, reload: bool) -> None:
     """Serve until interrupted. Raises ConfigurationError, before running any job, if the port is taken."""
     import uvicorn
 
+    from .hosting import warn_if_exposed
+
+    warn_if_exposed(host, server="queuerun dev")
     sock = bind(host, port)
     os.environ[TARGET_VAR] = target
     os.environ[STATE_VAR] = state_file
