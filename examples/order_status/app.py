@@ -6,8 +6,9 @@ HTTP endpoint; the job's ``socket.send`` calls reach that page, whichever instan
 Run it locally (embedded backend, no cloud account): ``python -m examples.order_status.app``
 (or ``queuerun dev examples.order_status.app:app --port 8000``: the dev server serves the
 ``index.html`` next to this file at ``/``), then open http://127.0.0.1:8000/?token=demo-alice in a
-browser. Without a token the order is anonymous: it is processed, and its ``socket.send`` calls
-reach nobody (a warning says so once).
+browser. Without a token the ``orders`` queue (not ``public=True``) refuses the post with 401. A job
+pushed from code without a user still runs: its ``socket.send`` calls reach nobody (a warning says
+so once).
 """
 
 from __future__ import annotations
