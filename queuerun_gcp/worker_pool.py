@@ -67,6 +67,7 @@ def worker_pool(
     project: str | None,
     image: pulumi.Input[str],
     env: Mapping[str, pulumi.Input[str]],
+    secret_env: Mapping[str, Any],
     service_account: pulumi.Input[str],
     instances: pulumi.Input[int],
     max_instances: pulumi.Input[int] | None,
@@ -76,7 +77,11 @@ def worker_pool(
     deletion_protection: bool,
     opts: pulumi.ResourceOptions,
 ) -> gcp.cloudrunv2.WorkerPool:
-    """The worker pool running ``queuerun worker`` on ``image``."""
+    """The worker pool running ``queuerun worker`` on ``image``.
+
+    ``secret_env``: variables resolved from Secret Manager (name -> the service's ``secret_key_ref``),
+    the same as the service's: the worker decodes and pushes jobs as the service does.
+    """
     return gcp.cloudrunv2.WorkerPool(
         resource_name,
         name=name,
@@ -91,7 +96,24 @@ def worker_pool(
                 gcp.cloudrunv2.WorkerPoolTemplateContainerArgs(
                     image=image,
                     commands=list(WORKER_COMMAND),
-                    envs=[gcp.cloudrunv2.WorkerPoolTemplateContainerEnvArgs(name=k, value=env[k]) for k in sorted(env)],
+                    envs=[
+                        *(
+                            gcp.cloudrunv2.WorkerPoolTemplateContainerEnvArgs(name=k, value=env[k])
+                            for k in sorted(env)
+                            if k not in secret_env  # a secret's, never a plain value
+                        ),
+                        *(
+                            gcp.cloudrunv2.WorkerPoolTemplateContainerEnvArgs(
+                                name=k,
+                                value_source=gcp.cloudrunv2.WorkerPoolTemplateContainerEnvValueSourceArgs(
+                                    secret_key_ref=gcp.cloudrunv2.WorkerPoolTemplateContainerEnvValueSourceSecretKeyRefArgs(
+                                        secret=ref.secret, version=ref.version
+                                    )
+                                ),
+                            )
+                            for k, ref in sorted(secret_env.items())
+                        ),
+                    ],
                     resources=gcp.cloudrunv2.WorkerPoolTemplateContainerResourcesArgs(
                         limits={"cpu": cpu, "memory": memory}
                     ),

@@ -23,15 +23,15 @@ def build_app(**app_options: Any) -> tuple[App, Seen]:
     app = App("web", **app_options)
     seen: Seen = []
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any, meta: JobMetadata) -> None:
         seen.append(("tasks", payload, meta))
 
-    @app.queue("updates.fifo", http=True)
+    @app.queue("updates.fifo", http=True, public=True)
     def updates(payload: Any, meta: JobMetadata) -> None:
         seen.append(("updates.fifo", payload, meta))
 
-    @app.queue("jsononly", http=True, accepts=["application/json"])
+    @app.queue("jsononly", http=True, public=True, accepts=["application/json"])
     def jsononly(payload: Any, meta: JobMetadata) -> None:
         seen.append(("jsononly", payload, meta))
 
@@ -128,6 +128,14 @@ def test_fifo_route_carries_group_and_dedupe(web: tuple[TestClient, App, Seen]) 
         ("GET", "/tasks", {}, 405, "use POST, not GET"),
         ("POST", "/tasks", {"content": b"x", "headers": {"content-type": "image/png"}}, 415, "'image/png' is not"),
         ("POST", "/tasks", {"content": b"x"}, 415, "no Content-Type"),
+        (  # curl -d '{...}' without -H: JSON under curl's default form type
+            "POST",
+            "/tasks",
+            {"content": b'{"a": 1}', "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            400,
+            "looks like JSON but arrived as a form (Content-Type: application/x-www-form-urlencoded, curl's default "
+            "for -d); send it with Content-Type: application/json",
+        ),
         ("POST", "/jsononly", {"data": {"a": "1"}}, 415, "send one of ['application/json']"),
         ("POST", "/tasks", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 400, "not valid"),
         (
@@ -191,7 +199,7 @@ def test_authenticated_user_reaches_the_job_and_its_children() -> None:
     def child(payload: Any, meta: JobMetadata) -> None:
         children.append(meta.user)
 
-    @app.queue("parent", http=True)
+    @app.queue("parent", http=True, public=True)
     def parent(payload: Any, meta: JobMetadata) -> None:
         child.push("from parent")
 

@@ -37,8 +37,10 @@ def test_pull_queues_get_a_worker_pool_running_the_worker_as_the_runtime_account
     assert container["commands"] == list(WORKER_COMMAND)
     service = g.named("shop-service").inputs["template"]["containers"][0]
     assert container["image"] == service["image"]  # the same build
-    env = {e["name"]: e["value"] for e in container["envs"]}
-    assert env[ENV.BACKEND] == "gcp" and env[ENV.APP] == {e["name"]: e["value"] for e in service["envs"]}[ENV.APP]
+    assert container["envs"] == service["envs"]  # the same settings, the user key from the same secret
+    env = {e["name"]: e.get("value", e.get("valueSource")) for e in container["envs"]}
+    assert env[ENV.BACKEND] == "gcp"
+    assert env[ENV.USER_KEY]["secretKeyRef"]["secret"] == "shop-user-key"
     assert env[ENV.PUBSUB_ENDPOINT] == "us-central1-pubsub.googleapis.com:443"
 
 

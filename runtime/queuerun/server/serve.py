@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigurationError
+from ..hosting import managed_host, warn_if_exposed
 from ..settings import ENV
 
 if TYPE_CHECKING:
@@ -37,13 +38,24 @@ def load_app(target: str | None = None, environ: Mapping[str, str] | None = None
         raise ConfigurationError(f"setting {ENV.APP} must be 'module:attribute', got {spec!r}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"setting {ENV.APP}={spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        where = "" if exc.name != module_name.split(".")[0] else " (run from the folder that holds it)"
+        raise ConfigurationError(f"app {spec!r}: cannot import {module_name!r}: {exc}{where}") from exc
+    except ConfigurationError:
+        raise  # already names the queue file or setting at fault
+    except Exception as exc:  # the app's own code failed: its file, line and frames
+        from ..import_errors import describe
+
+        raise ConfigurationError(f"app {spec!r}: importing {module_name!r} failed: {describe(exc)}") from exc
     value: Any = module
     for part in attr.split("."):
-        value = getattr(value, part, None)
+        if not hasattr(value, part):
+            apps = sorted(name for name, v in vars(module).items() if isinstance(v, App))
+            found = f"; Apps in {module_name!r}: {', '.join(apps)}" if apps else f"; {module_name!r} defines no App"
+            raise ConfigurationError(f"app {spec!r}: module {module_name!r} has no attribute {part!r}{found}")
+        value = getattr(value, part)
     if not isinstance(value, App):
-        raise ConfigurationError(f"setting {ENV.APP}={spec!r}: {attr!r} is {value!r}, not a queuerun App")
+        raise ConfigurationError(f"app {spec!r}: {attr!r} is {value!r}, not a queuerun App")
     return value
 
 
@@ -80,6 +92,8 @@ def serve(
     app = app or load_app()
     on_cloud_run = bool(os.environ.get(ENV.CLOUD_RUN_SERVICE))
     bind_host = host or ("0.0.0.0" if on_cloud_run else "127.0.0.1")
+    if managed_host() is None:
+        warn_if_exposed(bind_host, server="the push server", insecure_push=app.settings.insecure_push)
     bind_port = port if port is not None else int(os.environ.get("PORT", "8080"))
     uvicorn.Server(_config(app, bind_host, bind_port, grace)).run()
 
