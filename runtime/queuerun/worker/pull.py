@@ -25,7 +25,8 @@ message, and the completion record covers a failed acknowledgement.
 Shutdown (:meth:`PullWorker.stop`, SIGTERM in :func:`run_worker`): the streams are cancelled at once
 (no more messages); the library nacks messages leased but not started; running jobs get ``grace``
 seconds to finish and be acked; the ones still running are then nacked, so another instance gets
-them at once instead of after the lease runs out.
+them at once instead of after the lease runs out (on the emulator they are left to Pub/Sub instead:
+a gap named in :meth:`PullWorker.stop`).
 """
 
 from __future__ import annotations
