@@ -13,13 +13,14 @@ The core (``handle``) is plain async code over :class:`HttpRequest`; thin adapte
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from .context import current_user
 from .errors import (
@@ -27,11 +28,13 @@ from .errors import (
     ConfigurationError,
     PayloadError,
     PayloadTooLargeError,
+    PayloadValidationError,
     PushError,
     QueueNotFoundError,
     RequestRejected,
 )
 from .forms import parse_body
+from .limits import MAX_USER_ID_BYTES, id_problem
 
 if TYPE_CHECKING:
     from starlette.requests import Request as StarletteRequest
@@ -45,6 +48,9 @@ log = logging.getLogger("queuerun.http")
 HTTP_PREFIX = "/queues"  # where the Cloud Run server and the dev server mount every HTTP queue
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 MAX_BODY_CEILING = 9 * 1024 * 1024  # leaves room for attributes under Pub/Sub's 10 MB message limit
+# Bodies up to this size are parsed on the event loop: a thread hop costs more than parsing them,
+# and the limits in queuerun.limits bound the cost of any body accepted.
+PARSE_INLINE_BYTES = 64 * 1024
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -79,13 +85,22 @@ def _reject(status: int, message: str, **headers: str) -> HttpResponse:
 
 async def authenticate(app: App, request: HttpRequest) -> str | None:
     """Run the app's hook: a user id, None for anonymous. AuthenticationError passes through."""
-    if app.authenticate is None:
+    hook = app.authenticate
+    if hook is None:
         return None
-    result = app.authenticate(request)
-    if inspect.isawaitable(result):
-        result = await result
+    if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):
+        result = await hook(request)
+    else:
+        # A sync hook may block (a token check over the network): in a thread, the loop keeps serving.
+        result = await asyncio.to_thread(hook, request)
+        if inspect.isawaitable(result):
+            result = await result
     if result is not None and not isinstance(result, str):
         raise ConfigurationError(f"app {app.name!r}: authenticate must return a user id string or None, got {result!r}")
+    if result is not None:
+        problem = id_problem("the user id authenticate returned", result, max_bytes=MAX_USER_ID_BYTES)
+        if problem is not None:
+            raise ConfigurationError(f"app {app.name!r}: {problem}")
     return result
 
 
@@ -100,7 +115,11 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
         return _reject(400, f"queue {spec.name!r} is FIFO: POST to <route>/<group>[/<dedupe id>] (group is missing)")
     try:
         user = await authenticate(queue.app, request)
-        payload = parse_body(spec.name, request.headers.get("content-type"), request.body, spec.accepts)
+        content_type = request.headers.get("content-type")
+        if len(request.body) <= PARSE_INLINE_BYTES:
+            payload = parse_body(spec.name, content_type, request.body, spec.accepts)
+        else:  # off the loop: other requests, push deliveries included, go on meanwhile
+            payload = await asyncio.to_thread(parse_body, spec.name, content_type, request.body, spec.accepts)
         ref = queue
         params = dict(request.query)
         if segments:
@@ -118,6 +137,8 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
         return _reject(exc.status, str(exc), **({"www-authenticate": "Bearer"} if exc.status == 401 else {}))
     except RequestRejected as exc:
         return _reject(exc.status, str(exc))
+    except PayloadValidationError as exc:  # a typed queue validates at the door: nothing is queued
+        return _reject(422, str(exc))
     except PayloadTooLargeError as exc:
         return _reject(413, str(exc))
     except PayloadError as exc:
@@ -190,7 +211,49 @@ def relative_path(scope: Scope) -> str:
 
 
 def split_segments(path: str) -> list[str]:
-    return [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+    """Segments of an already decoded path (no second percent-decoding: ``%252F`` stays ``%2F``)."""
+    return path.strip("/").split("/") if path.strip("/") else []
+
+
+def path_segments(scope: Scope, below: str | None = None) -> list[str]:
+    """Segments of the request path below the mount point, each percent-decoded exactly once.
+
+    Servers decode ``path`` already, so ``a%2Fb`` arrives there as ``a/b``: split that and one
+    group id becomes two segments. The raw path (``raw_path``, set by uvicorn, hypercorn and
+    Starlette's test client) is split first and each segment decoded after, as UTF-8, strictly:
+    ``%FF`` and ``%FE`` must not both become U+FFFD and name the same group. ``below`` is the
+    decoded prefix to drop (the mount point; default ``root_path``). Raises RequestRejected (400).
+    """
+    prefix = scope.get("root_path", "") if below is None else below
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes | bytearray):
+        decoded: str = scope.get("path", "/")
+        return split_segments(decoded[len(prefix) :] if decoded.startswith(prefix) else decoded)
+    parts = bytes(raw).partition(b"?")[0].split(b"/")
+    skip = len(prefix.rstrip("/").split("/")) if prefix.strip("/") else 1  # "" before the first "/", then the mount
+    mount = "/".join(unquote_to_bytes(p).decode("utf-8", "replace") for p in parts[:skip])
+    if mount != prefix.rstrip("/"):
+        # The mount point holds an encoded "/" or the server rewrote the path: trust its decoding.
+        decoded = scope.get("path", "/")
+        return split_segments(decoded[len(prefix) :] if decoded.startswith(prefix) else decoded)
+    segments: list[str] = []
+    for part in parts[skip:]:
+        try:
+            segments.append(unquote_to_bytes(part).decode("utf-8"))
+        except UnicodeDecodeError:
+            shown = part.decode("latin-1")[:60]
+            raise RequestRejected(400, f"path segment {shown!r} is not valid UTF-8 once percent-decoded") from None
+    return _strip_empty(segments)
+
+
+def _strip_empty(segments: list[str]) -> list[str]:
+    """Drop empty segments at either end (``/q/g/`` is ``/q/g``), keeping decoded "/" inside segments."""
+    start, end = 0, len(segments)
+    while start < end and not segments[start]:
+        start += 1
+    while end > start and not segments[end - 1]:
+        end -= 1
+    return segments[start:end]
 
 
 async def serve_asgi(
@@ -203,7 +266,10 @@ async def serve_asgi(
 ) -> None:
     """Shared ASGI plumbing: resolve the queue, bound the body, call :func:`handle`."""
     path = relative_path(scope)
-    found = find(split_segments(path))
+    try:
+        found = find(path_segments(scope))
+    except RequestRejected as exc:
+        found = _reject(exc.status, str(exc))
     if isinstance(found, HttpResponse):
         await send_response(send, found)
         return
@@ -314,7 +380,14 @@ class AppHttp:
         from starlette.requests import ClientDisconnect
         from starlette.responses import Response
 
-        found = self._find(split_segments(path))
+        full: str = request.scope.get("path", "")
+        try:
+            if full.endswith(path):
+                found = self._find(path_segments(request.scope, below=full[: len(full) - len(path)]))
+            else:
+                found = self._find(split_segments(path))
+        except RequestRejected as exc:
+            found = _reject(exc.status, str(exc))
         result: HttpResponse
         if isinstance(found, HttpResponse):
             result = found
