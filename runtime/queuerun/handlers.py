@@ -81,7 +81,9 @@ def convert_payload(info: HandlerInfo, payload: Any, *, queue: str) -> Any:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "(payload)"
-            problems.append(f"field {where!r}: {err.get('msg')} (got {err.get('input')!r})")
+            # The type of what came, never the value: this message reaches logs and dead-letter
+            # attributes, and a payload may hold a card number.
+            problems.append(f"field {where!r}: {err.get('msg')} (got {type(err.get('input')).__name__})")
         raise PayloadValidationError(
             f"queue {queue!r}: payload does not match {info.payload_type.__name__}: " + "; ".join(problems)
         ) from None
