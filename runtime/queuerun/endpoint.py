@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from .context import current_user
@@ -88,8 +88,9 @@ async def authenticate(app: App, request: HttpRequest) -> str | None:
     hook = app.authenticate
     if hook is None:
         return None
-    if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):
-        result = await hook(request)
+    result: object
+    if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__):
+        result = await cast(Awaitable[object], hook(request))
     else:
         # A sync hook may block (a token check over the network): in a thread, the loop keeps serving.
         result = await asyncio.to_thread(hook, request)

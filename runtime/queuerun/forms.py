@@ -109,7 +109,8 @@ def _parse_multipart(queue: str, boundary: str | None, body: bytes) -> dict[str,
     if count > limits.MAX_MULTIPART_PARTS:
         raise RequestRejected(
             413,
-            f"queue {queue!r}: the multipart body has {count:,} parts; at most {limits.MAX_MULTIPART_PARTS:,} are accepted",
+            f"queue {queue!r}: the multipart body has {count:,} parts; "
+            f"at most {limits.MAX_MULTIPART_PARTS:,} are accepted",
         )
     malformed = RequestRejected(400, f"queue {queue!r}: malformed multipart/form-data body")
     if body.startswith(dash):
@@ -161,7 +162,9 @@ def _part(queue: str, body: bytes, start: int, end: int, malformed: RequestRejec
         raise RequestRejected(400, f"queue {queue!r}: a multipart part has no field name")
     part_type = headers.get_content_type()
     if part_type.startswith("multipart/"):
-        raise RequestRejected(400, f"queue {queue!r}: field {name!r} is a nested {part_type}; send each file as its own part")
+        raise RequestRejected(
+            400, f"queue {queue!r}: field {name!r} is a nested {part_type}; send each file as its own part"
+        )
     data = body[data_start:end]
     filename = headers.get_filename()
     if filename is not None:

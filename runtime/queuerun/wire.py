@@ -114,7 +114,9 @@ def check_limits(job: OutgoingJob) -> None:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # Pub/Sub attributes are UTF-8: a lone surrogate cannot travel
                 field_name = f"param {key[len(A_PARAM_PREFIX) :]!r}" if key.startswith(A_PARAM_PREFIX) else key
-                raise PayloadError(f"queue {q!r}: {field_name} is not valid Unicode (it holds a lone surrogate)") from None
+                raise PayloadError(
+                    f"queue {q!r}: {field_name} is not valid Unicode (it holds a lone surrogate)"
+                ) from None
     if len(attrs) > MAX_ATTRIBUTES:
         raise PayloadError(
             f"queue {q!r}: {len(job.params)} params make {len(attrs)} message attributes; Pub/Sub allows "
