@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+from .body_budget import BODIES
 from .context import current_user
 from .errors import (
     AuthenticationError,
@@ -280,14 +281,18 @@ async def serve_asgi(
     if length is not None and length.isdigit() and int(length) > max_body:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    try:
-        body = await read_body(receive, max_body)
-    except ClientGone:
-        return  # a truncated body must not become a job, and there is no one left to answer
-    if body is None:
-        await send_response(send, _too_large(queue.name, max_body))
-        return
-    await send_response(send, await handle(queue, scope_request(scope, body, path), segments))
+    # Held from before the body is read until it is answered: the body's memory lives that long.
+    async with BODIES.reserve(int(length) if length is not None and length.isdigit() else max_body):
+        try:
+            body = await read_body(receive, max_body)
+        except ClientGone:
+            return  # a truncated body must not become a job, and there is no one left to answer
+        if body is None:
+            await send_response(send, _too_large(queue.name, max_body))
+            return
+        response = await handle(queue, scope_request(scope, body, path), segments)
+        del body  # the reservation ends with the answer; the body need not outlive the push
+    await send_response(send, response)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
@@ -400,18 +405,20 @@ class AppHttp:
             if declared.isdigit() and int(declared) > limit:
                 result = _too_large(queue.name, limit)
             else:
-                try:
-                    async for chunk in request.stream():
-                        body += chunk
-                        if len(body) > limit:
-                            break
-                except ClientDisconnect:
-                    return Response(status_code=400)  # nobody reads it; nothing is queued
-                if len(body) > limit:
-                    result = _too_large(queue.name, limit)
-                else:
-                    req = scope_request(request.scope, bytes(body), path)
-                    result = await handle(queue, req, segments)
+                async with BODIES.reserve(int(declared) if declared.isdigit() else limit):
+                    try:
+                        async for chunk in request.stream():
+                            body += chunk
+                            if len(body) > limit:
+                                break
+                    except ClientDisconnect:
+                        return Response(status_code=400)  # nobody reads it; nothing is queued
+                    if len(body) > limit:
+                        result = _too_large(queue.name, limit)
+                    else:
+                        req = scope_request(request.scope, bytes(body), path)
+                        del body
+                        result = await handle(queue, req, segments)
         return Response(
             result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
         )
