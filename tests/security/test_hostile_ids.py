@@ -182,3 +182,19 @@ def test_a_user_id_at_the_limit_is_carried() -> None:
         local.drain(timeout=10)
     assert res.status_code == 202, res.text
     assert [meta.user for _, meta in seen] == [user]
+
+
+def test_functions_mode_keeps_the_raw_path_so_segments_are_decoded_once() -> None:
+    # functions-framework (WSGI) hands over PATH_INFO already decoded: "a%2Fb" would be "a/b" there.
+    from queuerun.endpoint import path_segments
+    from queuerun.server.functions import wsgi_scope
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/queues/orders.fifo/a/b",
+        "REQUEST_URI": "/queues/orders.fifo/a%2Fb?x=1",
+        "QUERY_STRING": "x=1",
+    }
+    scope = wsgi_scope(environ)
+    assert path_segments(scope, below="/queues") == ["orders.fifo", "a/b"]
