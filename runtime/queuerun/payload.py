@@ -184,10 +184,10 @@ class _Plain:
 
 def _to_json(value: Any) -> Any:
     """A ``json.dumps(default=...)`` hook with the same conversions (``socket.send`` messages use it)."""
-    converted = _Plain().convert(value, "$", 0) if type(value) not in _SCALARS else value
-    if converted is value:
-        raise TypeError(f"{type(value).__name__} is not JSON serializable")
-    return converted
+    try:
+        return _Plain().convert(value, "$", 0)
+    except _Unfit as exc:
+        raise TypeError(exc.reason) from None
 
 
 def to_plain(payload: Any, *, queue: str) -> tuple[Any, bool]:
