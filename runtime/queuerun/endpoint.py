@@ -204,6 +204,25 @@ def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
     )
 
 
+def query_problem(scope: Scope) -> str | None:
+    """Why the query string cannot become params: a name or value not UTF-8 once percent-decoded.
+
+    The lenient decoding turns every invalid byte into U+FFFD, so ``?ref=%FF`` and ``?ref=%FE``
+    would reach ``meta.params`` as the same value.
+    """
+    raw: bytes = scope.get("query_string", b"")
+    if raw.isascii() and b"%" not in raw:
+        return None
+    # latin-1 both ways keeps every byte as it came; the strict UTF-8 decode then judges it.
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+        for text in (name, value):
+            try:
+                text.encode("latin-1").decode("utf-8")
+            except UnicodeDecodeError:
+                return f"query parameter {name[:40]!r} is not valid UTF-8 once percent-decoded"
+    return None
+
+
 def relative_path(scope: Scope) -> str:
     path: str = scope.get("path", "/")
     root: str = scope.get("root_path", "")
@@ -276,6 +295,10 @@ async def serve_asgi(
         await send_response(send, found)
         return
     queue, segments = found
+    problem = query_problem(scope)
+    if problem is not None:
+        await send_response(send, _reject(400, f"queue {queue.name!r}: {problem}"))
+        return
     declared = scope.get("headers", [])
     length = next((v for k, v in declared if k.lower() == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > max_body:
@@ -397,6 +420,8 @@ class AppHttp:
         result: HttpResponse
         if isinstance(found, HttpResponse):
             result = found
+        elif (problem := query_problem(request.scope)) is not None:
+            result = _reject(400, f"queue {found[0].name!r}: {problem}")
         else:
             queue, segments = found
             limit = self.app.http_max_body

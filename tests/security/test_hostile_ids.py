@@ -198,3 +198,24 @@ def test_functions_mode_keeps_the_raw_path_so_segments_are_decoded_once() -> Non
     }
     scope = wsgi_scope(environ)
     assert path_segments(scope, below="/queues") == ["orders.fifo", "a/b"]
+
+
+@pytest.mark.parametrize("query", ["ref=%FF", "ref=%FE", "%C0%AF=1"])
+def test_invalid_utf8_in_a_query_parameter_is_refused(query: str) -> None:
+    # Before: %FF and %FE both reached meta.params as U+FFFD.
+    app, seen = build_app()
+    with app.local() as local, TestClient(AppHttp(app)) as client:
+        res = client.post(f"/tasks?{query}", json={"n": 1})
+        local.drain(timeout=10)
+    assert res.status_code == 400, res.text
+    assert "not valid UTF-8" in res.json()["error"]
+    assert seen == []
+
+
+def test_utf8_query_parameters_arrive_decoded() -> None:
+    app, seen = build_app()
+    with app.local() as local, TestClient(AppHttp(app)) as client:
+        res = client.post("/tasks?ref=caf%C3%A9&empty=", json={"n": 1})
+        local.drain(timeout=10)
+    assert res.status_code == 202, res.text
+    assert [meta.params for _, meta in seen] == [{"ref": "café", "empty": ""}]
