@@ -147,6 +147,9 @@ def test_multipart_of_100k_empty_parts_is_refused_before_parsing() -> None:
         ("application/json", b"[" * 5000 + b"]" * 5000, 413, f"nested deeper than {MAX_DEPTH}"),
         ("application/json", b'{"a":' * 3000 + b"1" + b"}" * 3000, 413, f"nested deeper than {MAX_DEPTH}"),
         ("application/json", b"[" + b"{}," * 200_000 + b"{}]", 413, f"at most {MAX_JSON_ITEMS:,}"),
+        # An unterminated string of escaped quotes: a regex scan of it was quadratic (66 s for 80 KB).
+        ("application/json", b'["' + b'\\"' * 2_000_000, 400, "malformed JSON"),
+        ("application/json", b'"' * 4_000_000, 413, "strings"),
         ("application/json", b'{"card": "\\ud800"}', 400, "lone surrogate"),
         ("application/json", b'"\\udfff\\ud800"', 400, "lone surrogate"),
         ("application/x-www-form-urlencoded", b"a=1&" * 5000 + b"a=1", 413, f"at most {MAX_FORM_FIELDS:,}"),
@@ -176,6 +179,8 @@ def test_multipart_of_100k_empty_parts_is_refused_before_parsing() -> None:
         "json-5000-arrays",
         "json-3000-objects",
         "json-200k-objects",
+        "json-escaped-quotes",
+        "json-4m-quotes",
         "json-lone-surrogate",
         "json-reversed-surrogates",
         "form-5001-fields",
