@@ -122,7 +122,7 @@ def test_payload_over_pubsub_limit_raises(harness: Harness, app_name: str) -> No
         (lambda q: q.push("x", params={"note": "n" * 1025}), "param 'note' is 1025 bytes"),
         (lambda q: q.push("x", params={f"p{i}": "v" for i in range(100)}), "Pub/Sub allows 100"),
         (lambda q: q.push("x", params={"k" * 300: "v"}), "attribute key"),
-        (lambda q: q.push("x", user="u" * 2000), "qr-user is 2000 bytes"),
+        (lambda q: q.push("x", user="u" * 2000), "user id is 2000 bytes"),  # not the attribute name
     ],
     ids=["long param", "too many params", "long param name", "long user"],
 )
