@@ -315,3 +315,48 @@ def test_multipart_bodies_parse_to_what_was_sent(fields: list[tuple[str, Any]], 
         return  # a value holding the boundary is the client's error, not the parser's
     parsed = parse_body("tasks", f"multipart/form-data; boundary={boundary}", body)
     assert parsed == {k: v[0] if len(v) == 1 else v for k, v in expected.items()}
+
+
+# -- the body budget: large bodies take turns, small ones never wait
+
+
+def test_large_bodies_wait_for_the_budget_and_small_ones_do_not() -> None:
+    import asyncio
+
+    from queuerun.body_budget import SMALL_BODY, BodyBudget
+
+    budget = BodyBudget(limit=10 * MiB)
+    order: list[str] = []
+
+    async def scenario() -> None:
+        first_in = asyncio.Event()
+        release_first = asyncio.Event()
+
+        async def first() -> None:
+            async with budget.reserve(6 * MiB):
+                order.append("first in")
+                first_in.set()
+                await release_first.wait()
+            order.append("first out")
+
+        async def second() -> None:
+            async with budget.reserve(6 * MiB):  # 12 MiB would pass the 10 MiB budget: waits
+                order.append("second in")
+
+        async def small() -> None:
+            async with budget.reserve(SMALL_BODY):
+                order.append("small in")
+
+        task_first = asyncio.create_task(first())
+        await first_in.wait()
+        task_second = asyncio.create_task(second())
+        for _ in range(20):  # let the second task run as far as it can: up to the budget's wait
+            await asyncio.sleep(0)
+        await small()  # answered while the second body waits
+        assert budget.in_use() == 6 * MiB and order == ["first in", "small in"]
+        release_first.set()
+        await asyncio.gather(task_first, task_second)
+        assert budget.in_use() == 0
+
+    asyncio.run(scenario())
+    assert order == ["first in", "small in", "first out", "second in"]
