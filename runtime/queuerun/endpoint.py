@@ -223,6 +223,23 @@ def query_problem(scope: Scope) -> str | None:
     return None
 
 
+def raw_path_problem(raw_uri: str) -> str | None:
+    """For hosts that route on the decoded path (Flask): what that decoding would split or merge.
+
+    werkzeug decodes ``a%2Fb`` to ``a/b`` before matching ``<group>``, and invalid UTF-8 to U+FFFD,
+    so the view cannot get such ids back: refuse them rather than queue under another id.
+    """
+    path = raw_uri.partition("?")[0]
+    if "%2f" in path.lower():
+        return "an encoded '/' (%2F) in a path segment cannot be routed here (Flask decodes it before routing)"
+    for segment in path.split("/"):
+        try:
+            unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"path segment {segment[:60]!r} is not valid UTF-8 once percent-decoded"
+    return None
+
+
 def relative_path(scope: Scope) -> str:
     path: str = scope.get("path", "/")
     root: str = scope.get("root_path", "")
@@ -358,7 +375,11 @@ class QueueHttp:
 
         def view(group: str | None = None, dedupe: str | None = None) -> Response:
             length = request.content_length
-            if length is not None and length > self.max_body:
+            raw_uri = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
+            problem = raw_path_problem(raw_uri) or query_problem({"query_string": request.query_string})
+            if problem is not None:
+                result = _reject(400, f"queue {self.queue.name!r}: {problem}")
+            elif length is not None and length > self.max_body:
                 result = _too_large(self.queue.name, self.max_body)
             else:
                 body = request.stream.read(self.max_body + 1)

@@ -219,3 +219,24 @@ def test_utf8_query_parameters_arrive_decoded() -> None:
         local.drain(timeout=10)
     assert res.status_code == 202, res.text
     assert [meta.params for _, meta in seen] == [{"ref": "café", "empty": ""}]
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"), [("/o/a%2Fb", "%2F"), ("/o/%FF", "not valid UTF-8"), ("/o/g?r=%FE", "UTF-8")]
+)
+def test_a_flask_view_refuses_ids_its_routing_would_split_or_merge(path: str, fragment: str) -> None:
+    import flask
+
+    app, seen = build_app()
+    site = flask.Flask("site")
+    view = app.queues("orders.fifo").http.flask_view()
+    site.add_url_rule("/o/<group>", view_func=view, methods=["POST"])
+    site.add_url_rule("/o/<group>/<dedupe>", view_func=view, methods=["POST"])
+    with app.local() as local:
+        res = site.test_client().post(path, json={"n": 1})
+        ok = site.test_client().post("/o/caf%C3%A9", json={"n": 2})
+        local.drain(timeout=10)
+    assert res.status_code == 400, res.get_data(as_text=True)
+    assert fragment in res.get_json()["error"]
+    assert ok.status_code == 202
+    assert [meta.group_id for _, meta in seen] == ["café"]
