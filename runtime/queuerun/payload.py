@@ -1,7 +1,9 @@
 """Payload serialization: dict/list/JSON values, ``str`` and ``bytes`` each round-trip as themselves.
 
 JSON payloads that hold bytes (or files uploaded through a queue's HTTP endpoint) travel as
-tagged JSON, so those values come back as bytes and :class:`UploadedFile`, not as text.
+tagged JSON, so those values come back as bytes and :class:`UploadedFile`, not as text. Values JSON
+has no type for are converted or refused at push, by one pass (:class:`_Plain`); errors name the
+path and the type, never the value.
 """
 
 from __future__ import annotations
@@ -184,10 +186,14 @@ class _Plain:
 
 def _to_json(value: Any) -> Any:
     """A ``json.dumps(default=...)`` hook with the same conversions (``socket.send`` messages use it)."""
+    plain = _Plain()
     try:
-        return _Plain().convert(value, "$", 0)
+        converted = plain.convert(value, "$", 0)
     except _Unfit as exc:
         raise TypeError(exc.reason) from None
+    if plain.tagged:  # a browser gets plain JSON: bytes have no form there
+        raise TypeError(f"{type(value).__name__} holds bytes, which are not JSON serializable")
+    return converted
 
 
 def to_plain(payload: Any, *, queue: str) -> tuple[Any, bool]:
