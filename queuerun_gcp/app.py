@@ -14,6 +14,7 @@ from queuerun import names
 from queuerun.errors import ConfigurationError, QueueNotFoundError
 from queuerun.settings import ENV
 from queuerun.spec import QueueSpec
+from queuerun.topology import SubscriptionSettings, duration, subscription_settings
 
 from . import iam, reachability
 from .args import FIELD_NAMES, QueueRunAppArgs
@@ -24,7 +25,6 @@ from .constants import (
     DEAD_LETTER_RETENTION,
     NEVER_EXPIRE,
     PUSH_ACCOUNT_SUFFIX,
-    PUSH_ROUTE_PREFIX,
     REQUIRED_APIS,
     RUNTIME_ACCOUNT_SUFFIX,
     SOURCE_BUILD_APIS,
@@ -80,8 +80,48 @@ def operator_env(project: str, database: str, region: str, app_target: str) -> d
 def _seconds(value: Any) -> pulumi.Input[str]:
     """A protobuf Duration string ("10s", "0.5s"), through an Output when the value is not known yet."""
     if known(value):
-        return f"{float(value):g}s"
-    return pulumi.Output.from_input(value).apply(lambda v: f"{float(v):g}s")
+        return duration(value)
+    return pulumi.Output.from_input(value).apply(duration)
+
+
+# Requests an instance takes beyond its push queues' job slots: HTTP endpoints, WebSockets, health
+# checks (Cloud Run's own default per-instance concurrency).
+REQUEST_HEADROOM = 80
+MAX_REQUEST_CONCURRENCY = 1000  # Cloud Run's ceiling (cloud.google.com/run/docs/about-concurrency)
+
+
+def default_container_concurrency(specs: tuple[QueueSpec, ...]) -> pulumi.Input[int]:
+    """Room on one instance for every push queue's ``concurrency`` jobs at once, plus the headroom.
+
+    The push server turns away (429) a push beyond its queue's ``concurrency``: sizing the instance's
+    request concurrency to the sum lets Cloud Run send more to another instance instead (it routes by
+    requests in flight per instance: cloud.google.com/run/docs/about-concurrency).
+    """
+    slots = [s.concurrency for s in specs if s.delivery == "push"]
+
+    def total(values: list[int]) -> int:
+        return min(MAX_REQUEST_CONCURRENCY, sum(values) + REQUEST_HEADROOM)
+
+    if all(known(v) for v in slots):
+        return total(slots)
+    return pulumi.Output.all(*slots).apply(total)
+
+
+def _settings(app: str, spec: QueueSpec) -> SubscriptionSettings | pulumi.Output[SubscriptionSettings]:
+    """The runtime's projection of ``spec`` (the emulator topology uses the same), through an Output
+    while some option is not known yet."""
+    options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    if all(known(v) for v in options.values()):
+        return subscription_settings(app, spec)
+    return pulumi.Output.all(**options).apply(
+        lambda values: subscription_settings(app, dataclasses.replace(spec, **values))
+    )
+
+
+def _field(settings: SubscriptionSettings | pulumi.Output[SubscriptionSettings], name: str) -> Any:
+    if isinstance(settings, SubscriptionSettings):
+        return getattr(settings, name)
+    return settings.apply(lambda s: getattr(s, name))
 
 
 class QueueRunApp(pulumi.ComponentResource):
@@ -391,7 +431,11 @@ class QueueRunApp(pulumi.ComponentResource):
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=self.runtime_account.email,
                 timeout=_seconds(request_timeout),
-                max_instance_request_concurrency=a.container_concurrency,
+                max_instance_request_concurrency=(
+                    a.container_concurrency
+                    if a.container_concurrency is not None
+                    else default_container_concurrency(self.specs)
+                ),
                 scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
                     min_instance_count=a.min_instances,
                     max_instance_count=a.max_instances,
@@ -417,16 +461,19 @@ class QueueRunApp(pulumi.ComponentResource):
 
     def _queue(self, spec: QueueSpec, audience: pulumi.Output[str]) -> QueueResources:
         app, prefix = self.app_name, f"{self._name}-{names.resource_slug(spec.name)}"
+        # Names, ordering and the push route follow from the queue's name, which is always known.
+        settings = subscription_settings(app, QueueSpec(name=spec.name, delivery=spec.delivery))
+        s = _settings(app, spec)
         topic = gcp.pubsub.Topic(
             f"{prefix}-topic",
-            name=names.topic_id(app, spec.name),
+            name=settings.topic_id,
             project=self._project,
             labels=self._labels,
             opts=self._kept,
         )
         dead_letter_topic = gcp.pubsub.Topic(
             f"{prefix}-dlq",
-            name=names.dead_letter_topic_id(app, spec.name),
+            name=settings.dead_letter_topic_id,
             project=self._project,
             labels=self._labels,
             opts=self._kept,
@@ -434,47 +481,38 @@ class QueueRunApp(pulumi.ComponentResource):
         # A topic without a subscription drops what is published to it: dead letters need one.
         dead_letter_subscription = gcp.pubsub.Subscription(
             f"{prefix}-dlq-sub",
-            name=names.dead_letter_subscription_id(app, spec.name),
+            name=settings.dead_letter_subscription_id,
             topic=dead_letter_topic.id,
-            ack_deadline_seconds=60,
+            ack_deadline_seconds=settings.dead_letter_ack_deadline_seconds,
             message_retention_duration=DEAD_LETTER_RETENTION,
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
             project=self._project,
             labels=self._labels,
             opts=self._kept,
         )
-        push = spec.delivery == "push"
         push_config = None
-        if push:
+        if settings.push_route is not None:
             push_config = gcp.pubsub.SubscriptionPushConfigArgs(
-                push_endpoint=pulumi.Output.concat(self.service.uri, PUSH_ROUTE_PREFIX, names.route_slug(spec.name)),
+                push_endpoint=pulumi.Output.concat(self.service.uri, settings.push_route),
                 oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
                     service_account_email=self.push_account.email,
                     audience=audience,
                 ),
             )
-        ack_deadline: pulumi.Input[int] = (
-            spec.ack_deadline
-            if known(spec.timeout)
-            else pulumi.Output.from_input(spec.timeout).apply(
-                lambda t: dataclasses.replace(spec, timeout=t).ack_deadline
-            )
-        )
         subscription = gcp.pubsub.Subscription(
             f"{prefix}-sub",
-            name=names.subscription_id(app, spec.name),
+            name=settings.subscription_id,
             topic=topic.id,
-            ack_deadline_seconds=ack_deadline,
-            enable_message_ordering=spec.fifo,
-            # Pub/Sub never delivers push exactly once; FIFO push relies on Firestore completion records.
-            enable_exactly_once_delivery=bool(spec.exactly_once) and not push,
+            ack_deadline_seconds=_field(s, "ack_deadline_seconds"),
+            enable_message_ordering=settings.enable_message_ordering,
+            enable_exactly_once_delivery=_field(s, "enable_exactly_once_delivery"),
             retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(
-                minimum_backoff=_seconds(spec.min_backoff),
-                maximum_backoff=_seconds(spec.max_backoff),
+                minimum_backoff=_seconds(_field(s, "minimum_backoff")),
+                maximum_backoff=_seconds(_field(s, "maximum_backoff")),
             ),
             dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
                 dead_letter_topic=dead_letter_topic.id,
-                max_delivery_attempts=spec.max_attempts,
+                max_delivery_attempts=_field(s, "max_delivery_attempts"),
             ),
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
             push_config=push_config,

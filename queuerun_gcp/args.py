@@ -93,9 +93,11 @@ class QueueRunAppArgs:
     min_instances: pulumi.Input[int] = 0
     """Minimum instances (0 scales to zero)."""
     max_instances: pulumi.Input[int] = 10
-    """Maximum instances: bounded so a retry storm cannot scale without limit."""
-    container_concurrency: pulumi.Input[int] = 80
-    """Concurrent requests per instance."""
+    """Maximum instances: bounded so a retry storm cannot scale without limit. With it, at most
+    ``max_instances x concurrency`` jobs of a queue run at once across the service."""
+    container_concurrency: pulumi.Input[int] | None = None
+    """Concurrent requests per instance; default: the push queues' ``concurrency`` summed, plus 80 for
+    HTTP endpoints, WebSockets and health checks (at most 1000)."""
     cpu: pulumi.Input[str] = "1"
     """CPU limit per instance."""
     memory: pulumi.Input[str] = "512Mi"

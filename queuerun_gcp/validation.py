@@ -216,6 +216,8 @@ def _max_instances(value: Any, args: QueueRunAppArgs, __: tuple[QueueSpec, ...])
 
 
 def _concurrency(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if value is None:
+        return None
     problem = _whole(1, 1000)(value)
     return f"container_concurrency {problem}" if problem else None
 

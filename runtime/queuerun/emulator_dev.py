@@ -53,6 +53,8 @@ class _JobLine(logging.Formatter):
         reason = fields.get("error") or (record.getMessage() if fields.get("status") != "done" else "")
         if reason:
             parts.append(f"({reason})")
+        if record.exc_info and fields.get("status") == "dead":  # a dead letter's traceback, as on the embedded dev log
+            return " ".join(parts) + "\n" + self.formatException(record.exc_info)
         return " ".join(parts)
 
 

@@ -12,8 +12,9 @@
     │   ├── JobTimeoutError       the handler ran past the queue's timeout
     │   ├── PayloadValidationError  payload does not fit the handler's typed parameter
     │   │                            (raised by push; on delivery never retried: straight to dead letters)
-    │   └── UndecodableJobError   a delivered message cannot become a job at all
-    │                                (never retried: dead-lettered at once, with the reason)
+    │   ├── UndecodableJobError   a delivered message cannot become a job at all
+    │   │                            (never retried: dead-lettered at once, with the reason)
+    │   └── Reject                raised by a handler: dead-letter this job now, no retry (.reason)
     ├── DrainTimeoutError         local.drain() gave up with jobs still pending
     ├── PushAuthError             a Pub/Sub push request failed OIDC verification
     │                                (.status: 401 bad token, 403 wrong caller, 503 certs unavailable)
@@ -99,6 +100,18 @@ class PayloadValidationError(JobError, ValueError):
 
 class UndecodableJobError(JobError, ValueError):
     """A delivered message cannot become a job (bad payload or attributes). Not retried: its bytes never change."""
+
+
+class Reject(JobError):
+    """Raise from a handler to dead-letter the job at once, without retrying it, on every backend.
+
+    ``raise Reject("card declined")``: for jobs that can never succeed (retrying would only repeat
+    the failure). The reason is the dead letter's error; the job can still be replayed from there.
+    """
+
+    def __init__(self, reason: str = "rejected by the handler") -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class DrainTimeoutError(QueueRunError, TimeoutError):

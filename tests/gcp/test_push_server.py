@@ -177,6 +177,9 @@ def test_job_logs_are_json_lines_cloud_logging_understands() -> None:
     assert (line["queue"], line["job_id"], line["status"]) == ("emails", "101", "retry")
     assert line[TRACE_KEY] == "projects/test-project/traces/abcdef0123456789abcdef0123456789"
     assert "handler failed" in line["message"]
+    # Error Reporting groups entries by the stack_trace field: the handler's own frame is in it.
+    assert line["stack_trace"].startswith("Traceback (most recent call last):")
+    assert "in handle" in line["stack_trace"] and line["stack_trace"].endswith("RuntimeError: handler failed")
 
 
 # -- OIDC -------------------------------------------------------------------------------------

@@ -170,7 +170,8 @@ def test_service_runs_as_runtime_account_with_timeout_covering_every_ack_deadlin
     assert timeout >= max(s.ack_deadline for s in shop_specs())
     assert timeout <= CLOUD_RUN_TIMEOUT_MAX
     assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 10}
-    assert template["maxInstanceRequestConcurrency"] == 80
+    # Room for every push queue's concurrency (3 queues x 10) plus 80 for HTTP and WebSockets.
+    assert template["maxInstanceRequestConcurrency"] == sum(s.concurrency for s in shop_specs()) + 80 == 110
     assert template["containers"][0]["ports"] == {"containerPort": 8080}
 
 
@@ -454,6 +455,14 @@ def test_extra_env_and_scaling_options_reach_the_service() -> None:
     assert {"name": "LOG_LEVEL", "value": "debug"} in template["containers"][0]["envs"]
     assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 3}
     assert template["timeout"] == "900s"
+
+
+def test_request_concurrency_can_be_set_and_is_capped_at_cloud_runs_1000() -> None:
+    explicit = build(lambda: QueueRunApp("shop", **shop_args(container_concurrency=5)))
+    assert explicit.named("shop-service").inputs["template"]["maxInstanceRequestConcurrency"] == 5
+    specs = [make_spec(f"q{i}", concurrency=400) for i in range(3)]
+    capped = build(lambda: QueueRunApp("shop", **shop_args(app=StandInApp("shop", tuple(specs)))))
+    assert capped.named("shop-service").inputs["template"]["maxInstanceRequestConcurrency"] == 1000
 
 
 def test_region_defaults_to_gcp_config() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from queuerun import App, names
 from queuerun.settings import ENV
+from queuerun.topology import dead_letter_policy_attempts
 from queuerun_gcp import QueueRunApp
 
 from .support import REPO_ROOT, Graph, build, extract, serve_from
@@ -100,7 +101,7 @@ def test_the_program_provisions_every_declared_queue(example: Example) -> None:
     for spec in app.specs:
         sub = subscriptions[names.subscription_id(app.name, spec.name)]
         assert sub["enableMessageOrdering"] is spec.fifo, spec.name
-        assert sub["deadLetterPolicy"]["maxDeliveryAttempts"] == spec.max_attempts
+        assert sub["deadLetterPolicy"]["maxDeliveryAttempts"] == dead_letter_policy_attempts(spec.max_attempts)
     (service,) = g.of_type("cloudrunv2/service:Service")
     assert service.inputs["ingress"] == example.ingress
     assert (example.ingress == PUBLIC) is any(spec.http for spec in app.specs)

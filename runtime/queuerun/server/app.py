@@ -10,17 +10,18 @@ A push request goes through, in order: OIDC verification (``QUEUERUN_PUSH_AUTH``
 the claims when Cloud Run's IAM layer has verified the signature; off with the insecure setting,
 for the emulator, which sends no token), the queue lookup, the body size limit, envelope decoding. Any of
 those failing answers a 4xx (401/403, 404, 413, 400) with a JSON ``{"error": ...}`` and never
-reaches a handler. Then the job runs through :func:`~queuerun.handlers.run_handler` with the
-queue's timeout:
+reaches a handler. Then the queue's ``concurrency`` is checked: with that many of its jobs running
+in this process, the request waits briefly for one to finish, then answers 429 (a nack, so Pub/Sub
+slows down and delivers it again later). Then the job runs through
+:class:`~queuerun.delivery.DeliveryCore` (the code every transport shares), whose verdict maps to:
 
-- done: 204 (ack);
-- failed or timed out: 500 (nack: Pub/Sub retries with the subscription's backoff), except on the
-  last attempt (``received_count >= max_attempts``), where the server publishes the job to the
-  dead-letter topic itself, with the error, and acks (Pub/Sub's dead-letter policy stays as a
-  backstop, and the emulator cannot combine it with ordering);
-- dead (payload does not fit the handler's type, or the message cannot become a job at all, whatever
-  the decoder raised; see :meth:`~queuerun.wire.ReceivedJob.decode` for messages other tools
-  published): dead-lettered at once with the reason, ack.
+- ack (done, or completed before): 204;
+- retry (failed or timed out, attempts left): 500 (nack: Pub/Sub retries with the subscription's
+  backoff);
+- dead (``Reject``, a payload that does not fit the handler's type, a message that cannot become a
+  job at all, or the last attempt, ``received_count >= max_attempts``): the core has published it
+  to the dead-letter topic itself, with the error and traceback: 204. Pub/Sub's dead-letter policy
+  stays as a backstop (and the emulator cannot combine it with ordering).
 
 ``received_count`` is the envelope's ``deliveryAttempt`` (sent when the subscription has a
 dead-letter policy), else counted by this process per message id (the emulator never sends it).
@@ -36,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -49,11 +52,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from ..context import JobContext
+from ..delivery import DeliveryCore
 from ..endpoint import HTTP_PREFIX, AppHttp
-from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError, UndecodableJobError
-from ..handlers import Outcome, run_handler
+from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError
 from ..settings import Settings
+from ..topology import PUSH_PATH
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
@@ -61,7 +64,7 @@ from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..backends.gcp import GcpBackend
+    from ..backends.base import Backend
     from ..spec import QueueSpec
     from .oidc import PushTokenVerifier
     from .redelivery import RedeliveryWatch
@@ -74,30 +77,17 @@ ACK_STATUS: Final = 204
 # Any other status is a nack: the message is redelivered with the subscription's retry policy.
 NACK_STATUS: Final = 500  # the handler failed or timed out
 UNAVAILABLE_STATUS: Final = 503  # a store we depend on failed: try again later
-PUSH_PATH: Final = "/_pubsub/"
+# The queue already runs `concurrency` jobs here. Any status but an ack is a nack ("a non-success
+# response indicates that Pub/Sub must resend the messages"), and Pub/Sub "dynamically adjusts the
+# rate of push requests based on the rate at which it receives success responses"
+# (cloud.google.com/pubsub/docs/push, push subscription workflow): 429 (Too Many Requests) says why.
+SATURATED_STATUS: Final = 429
+# How long a push waits for a slot of its queue before answering 429. The ack deadline leaves the
+# server ACK_DEADLINE_MARGIN (10 s) beyond the handler's timeout: waiting stays well inside it.
+SLOT_WAIT: Final = 5.0
 HEALTH_PATH: Final = "/_health"
+_slot_waited: contextvars.ContextVar[float] = contextvars.ContextVar("queuerun_slot_waited", default=0.0)
 ATTEMPT_CACHE_SIZE: Final = 10_000
-
-
-class _CompletionRecorder:
-    """Writes a job's "done" record the moment its handler returns (``run_handler``'s ``on_done``).
-
-    Called in the handler's thread, it must not raise: a failed write is kept and tried again by
-    ``ensure()`` on the request's path, whose error makes the answer a 503.
-    """
-
-    def __init__(self, backend: GcpBackend, topic: str, job_id: str, queue: str) -> None:
-        self._backend, self._topic, self._job_id, self._queue = backend, topic, job_id, queue
-        self._written = False
-
-    def __call__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ensure()
-
-    def ensure(self) -> None:
-        if not self._written:
-            self._backend.completions.mark(self._topic, self._job_id, queue=self._queue, status="done")
-            self._written = True
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -129,6 +119,29 @@ class AttemptCounter:
     def forget(self, queue: str, message_id: str) -> None:
         with self._lock:
             self._counts.pop((queue, message_id), None)
+
+
+class QueueSlots:
+    """At most ``concurrency`` jobs of each queue running at once in this process (one event loop)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def acquire(self, spec: QueueSpec, wait: float) -> bool:
+        slots = self._slots.get(spec.name)
+        if slots is None:
+            slots = self._slots[spec.name] = asyncio.Semaphore(spec.concurrency)
+        if not slots.locked():
+            await slots.acquire()  # a free slot: taken without yielding
+            return True
+        try:
+            await asyncio.wait_for(slots.acquire(), wait)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self, spec: QueueSpec) -> None:
+        self._slots[spec.name].release()
 
 
 class PushServer:
@@ -167,19 +180,35 @@ class PushServer:
         self.max_body_bytes = max_body_bytes
         self.attempts = AttemptCounter()
         self.http = AppHttp(app)
+        self.slots = QueueSlots()
+        self.slot_wait = SLOT_WAIT
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="queuerun-job")
+        self._core: DeliveryCore | None = None
 
     # -- the backend (created on first need: importing Google clients costs cold-start time) -----
     @property
-    def backend(self) -> GcpBackend:
-        from ..backends.gcp import GcpBackend
+    def backend(self) -> Backend:
+        """The app's backend. One without ``external_delivery`` (embedded) runs pushed jobs but refuses
+        to dead-letter them (they are not its own), so a test can serve pushes without Google clients."""
+        return self.app.backend
 
-        backend = self.app.backend
-        if not isinstance(backend, GcpBackend):
-            raise ConfigurationError(
-                f"the push server needs the gcp backend (QUEUERUN_BACKEND=gcp), not {backend.name!r}"
+    @property
+    def core(self) -> DeliveryCore:
+        if self._core is None:
+            self._core = DeliveryCore(
+                self.app,
+                self.backend,
+                executor=self._executor,
+                # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
+                # sends nothing more of the group) until it ends, up to just before the ack deadline.
+                # Less the time the push waited for a slot: the answer must still beat the ack deadline.
+                fifo_linger=lambda spec: max(0.0, spec.ack_deadline - spec.timeout - 1 - _slot_waited.get()),
+                logger=log,
+                # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
+                done_level=logging.DEBUG,
+                trace_retries=True,  # every failure reaches Error Reporting with its stack trace
             )
-        return backend
+        return self._core
 
     # -- routes ---------------------------------------------------------------------------------
     async def dispatch(self, request: Request) -> Response:
@@ -203,9 +232,10 @@ class PushServer:
 
     async def handle_push(self, request: Request, queue: str) -> Response:
         trace = trace_fields(request.headers.get(TRACE_HEADER), self.settings.project)
-        if self.verifier is not None:
+        authorization = request.headers.get("authorization")
+        if self.verifier is not None and self.verifier.cached(authorization) is None:
             try:
-                await anyio.to_thread.run_sync(self.verifier.verify, request.headers.get("authorization"))
+                await anyio.to_thread.run_sync(self.verifier.verify, authorization)
             except PushAuthError as exc:
                 log.warning("push rejected: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
                 return error_response(exc.status, str(exc))
@@ -263,18 +293,36 @@ class PushServer:
     # -- one job --------------------------------------------------------------------------------
     async def _run(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
         queue = spec.name
+        # Every push is a delivery attempt, also one turned away below: Pub/Sub counts it too.
         received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
-        fields: dict[str, Any] = {"queue": queue, "job_id": message.message_id, "attempt": received_count, **trace}
+        waiting_since = time.monotonic()
+        admitted = await self.slots.acquire(spec, self.slot_wait)
+        _slot_waited.set(time.monotonic() - waiting_since)
+        if not admitted:
+            fields = {"queue": queue, "job_id": message.message_id, "attempt": received_count, "status": "busy"}
+            log.info(
+                "not started: %d job(s) of the queue already running here, Pub/Sub will deliver it again",
+                spec.concurrency,
+                extra={**fields, "http_status": SATURATED_STATUS, **trace},
+            )
+            if self.redelivery is not None:
+                self.redelivery.nacked(queue, message.message_id, received_count)
+            return error_response(
+                SATURATED_STATUS,
+                f"queue {queue!r}: {spec.concurrency} job(s) already running here (concurrency={spec.concurrency}); "
+                f"job {message.message_id} not started",
+            )
+        try:
+            return await self._deliver(spec, message, received_count, trace)
+        finally:
+            self.slots.release(spec)
+
+    async def _deliver(
+        self, spec: QueueSpec, message: PushedMessage, received_count: int, trace: dict[str, Any]
+    ) -> Response:
+        queue = spec.name
         if self.redelivery is not None:
             self.redelivery.delivered(queue, message.message_id)
-        tracked = spec.fifo or self._tracking()
-        topic = self.backend.topic_path(queue) if tracked else ""
-        if spec.fifo:
-            done = await anyio.to_thread.run_sync(self.backend.completions.get, topic, message.message_id)
-            if done is not None:
-                log.info("already %s: acknowledged without running again", done.status, extra=fields)
-                return Response(status_code=ACK_STATUS)
-
         job = ReceivedJob(
             job_id=message.message_id,
             data=message.data,
@@ -282,69 +330,15 @@ class PushServer:
             received_count=received_count,
             published_at=message.publish_time,
         )
-        recorder = _CompletionRecorder(self.backend, topic, message.message_id, queue) if tracked else None
-        try:
-            payload, meta = job.decode(queue, fifo=spec.fifo)
-        except UndecodableJobError as exc:  # the message itself is unusable: retrying cannot help
-            outcome = Outcome("dead", exc, 0.0)
-        else:
-            fields["group_id"] = meta.group_id
-            outcome = await run_handler(
-                self.app._handler_info(queue),
-                payload,
-                meta,
-                ctx=JobContext(app=self.app, queue=queue, user=meta.user),
-                timeout=spec.timeout,
-                executor=self._executor,
-                # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
-                # sends nothing more of the group) until it ends, up to just before the ack deadline.
-                linger=max(0.0, spec.ack_deadline - spec.timeout - 1) if spec.fifo else 0.0,
-                on_done=recorder,
-            )
-        fields["duration_ms"] = round(outcome.duration * 1000, 1)
-        error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
-        if outcome.error is not None:
-            self._report_failure(outcome.error)
-
-        if outcome.status == "done":
-            if recorder is not None:
-                await anyio.to_thread.run_sync(recorder.ensure)  # a failed write: 503, and the job runs again
-            self.attempts.forget(queue, message.message_id)
-            # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
-            log.debug("job done", extra={**fields, "status": "done"})
-            return Response(status_code=ACK_STATUS)
-
-        if outcome.status == "retry" and received_count < spec.max_attempts:
-            log.warning("job failed, will retry: %s", error, extra={**fields, "status": "retry", "error": error})
+        verdict = await self.core.deliver(spec, job, fields=trace)
+        if verdict.action == "retry":
             if self.redelivery is not None:
                 self.redelivery.nacked(queue, message.message_id, received_count)
-            return error_response(NACK_STATUS, f"queue {queue!r}: job {message.message_id} failed: {error}")
-
-        await anyio.to_thread.run_sync(
-            lambda: self.backend.publish_dead_letter(
-                queue, message.message_id, message.data, message.attributes, error=error, attempts=received_count
-            )
-        )
-        if tracked:
-            await anyio.to_thread.run_sync(
-                lambda: self.backend.completions.mark(
-                    topic, message.message_id, queue=queue, status="dead", error=error
-                )
+            return error_response(
+                NACK_STATUS, f"queue {queue!r}: job {message.message_id} failed: {verdict.error_text}"
             )
         self.attempts.forget(queue, message.message_id)
-        log.error("job dead-lettered: %s", error, extra={**fields, "status": "dead", "error": error})
         return Response(status_code=ACK_STATUS)
-
-    def _tracking(self) -> bool:
-        from ..backends.gcp import GcpBackend
-
-        backend = self.app.backend
-        return isinstance(backend, GcpBackend) and backend.track_completions
-
-    def _report_failure(self, error: BaseException) -> None:
-        record = getattr(self.app.backend, "record_failure", None)
-        if callable(record):
-            record(error)
 
     # -- ASGI -----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

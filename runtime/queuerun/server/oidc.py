@@ -30,6 +30,7 @@ from queuerun.errors import ConfigurationError, PushAuthError
 from queuerun.settings import ENV, PUSH_AUTH_MODES, PushAuth
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+VERIFIED_CACHE_SIZE: Final = 256  # verified push tokens remembered until their expiry
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 
 # What Cloud Run puts in place of the signature once its IAM layer has verified the token.
@@ -205,9 +206,33 @@ class PushTokenVerifier:
         self.certs = certs if certs is not None else GoogleCerts(request)
         self.clock_skew_in_seconds = clock_skew_in_seconds
         self.mode = mode
+        # Pub/Sub sends one token with many pushes until it nears expiry: a token verified in full is
+        # accepted again, unchanged to the byte, until its "exp" (no signature check, no thread hop).
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
+        self._verified_lock = threading.Lock()
+
+    def cached(self, authorization: str | None) -> dict[str, Any] | None:
+        """The claims of this exact header's token if :meth:`verify` accepted it and it has not expired."""
+        if not authorization:
+            return None
+        with self._verified_lock:
+            hit = self._verified.get(authorization)
+        if hit is None or hit[1] <= time.time():
+            return None
+        return dict(hit[0])
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """Return the token's claims, or raise PushAuthError (401 bad token, 403 wrong caller, 503 no certs)."""
+        claims = self._verify(authorization)
+        expires = claims.get("exp")
+        if authorization and isinstance(expires, (int, float)) and not isinstance(expires, bool):
+            with self._verified_lock:
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.clear()  # a handful of live tokens at a time: start over rather than track age
+                self._verified[authorization] = (dict(claims), float(expires))
+        return claims
+
+    def _verify(self, authorization: str | None) -> dict[str, Any]:
         token = _bearer_token(authorization)
         if token.rpartition(".")[2] == SIGNATURE_REMOVED:
             if self.mode != "cloud-run-iam":
