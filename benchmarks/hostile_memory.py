@@ -47,7 +47,7 @@ from queuerun import App
 
 app = App(os.environ["BENCH_APP"], settings={**os.environ, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
 
-@app.queue("tasks", http=True)
+@app.queue("tasks", http=True, public=True)
 def tasks(job):
     pass
 

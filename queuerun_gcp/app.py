@@ -36,6 +36,7 @@ from .constants import (
     source_bucket_name,
 )
 from .source import SourceBundle
+from .user_key import UserKey
 from .validation import default_request_timeout, known, resolve
 
 
@@ -202,7 +203,8 @@ class QueueRunApp(pulumi.ComponentResource):
         agent = self.pubsub_agent.member
 
         database_name = self._firestore(region)
-        self.service = self._service(region, project_id, audience, database_name)
+        user_key_env = self._user_key()
+        self.service = self._service(region, project_id, audience, database_name, user_key_env)
 
         self.queue_resources: dict[str, QueueResources] = {}
         for spec in self.specs:
@@ -387,12 +389,52 @@ class QueueRunApp(pulumi.ComponentResource):
         )
         return image.image_digest_ref
 
+    def _user_key(self) -> gcp.cloudrunv2.ServiceTemplateContainerEnvArgs:
+        """The app's user key (``QUEUERUN_USER_KEY``, see ``queuerun.user_seal``) in Secret Manager.
+
+        Only the runtime account may read it (``roles/secretmanager.secretAccessor`` on this secret, nothing
+        project-wide): no publisher can seal a job's user. Cloud Run resolves a secret environment variable
+        at instance start and checks at deploy that the service's account can read it; Google recommends a
+        pinned version there (https://cloud.google.com/run/docs/configuring/secrets), hence the version's
+        number and the service waiting for the grant.
+        """
+        n, app = self._name, self.app_name
+        key = UserKey(f"{n}-user-key-value", opts=self._kept)  # losing it strips the user of every job in flight
+        self.user_key_secret = gcp.secretmanager.Secret(
+            f"{n}-user-key",
+            secret_id=f"{app}-user-key",
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=self._labels,
+            project=self._project,
+            opts=self._kept,
+        )
+        version = gcp.secretmanager.SecretVersion(
+            f"{n}-user-key-version", secret=self.user_key_secret.id, secret_data=key.key, opts=self._kept
+        )
+        self._user_key_reader = gcp.secretmanager.SecretIamMember(
+            f"{n}-user-key-runtime-accessor",
+            secret_id=self.user_key_secret.id,
+            role=iam.SECRET_ACCESSOR,
+            member=self.runtime_account.member,
+            project=self._project,
+            opts=self._child,
+        )
+        return gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(
+            name=ENV.USER_KEY,
+            value_source=gcp.cloudrunv2.ServiceTemplateContainerEnvValueSourceArgs(
+                secret_key_ref=gcp.cloudrunv2.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs(
+                    secret=self.user_key_secret.secret_id, version=version.version
+                )
+            ),
+        )
+
     def _service(
         self,
         region: pulumi.Input[str],
         project_id: pulumi.Output[str],
         audience: pulumi.Output[str],
         database_name: pulumi.Input[str],
+        user_key_env: gcp.cloudrunv2.ServiceTemplateContainerEnvArgs,
     ) -> gcp.cloudrunv2.Service:
         a, door = self.args, self._door
         image: pulumi.Input[str]
@@ -413,6 +455,8 @@ class QueueRunApp(pulumi.ComponentResource):
             # Ordering keys are only ordered when every publish goes to one region.
             ENV.PUBSUB_ENDPOINT: pulumi.Output.from_input(region).apply(pubsub_endpoint),
         }
+        if a.allowed_origins:
+            managed[ENV.ALLOWED_ORIGINS] = ",".join(a.allowed_origins)
         env = {**a.env, **managed}
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
         return gcp.cloudrunv2.Service(
@@ -444,8 +488,12 @@ class QueueRunApp(pulumi.ComponentResource):
                     gcp.cloudrunv2.ServiceTemplateContainerArgs(
                         image=image,
                         envs=[
-                            gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
-                            for key in sorted(env)
+                            *(
+                                gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
+                                for key in sorted(env)
+                                if key != ENV.USER_KEY  # the secret's, never a plain value
+                            ),
+                            user_key_env,
                         ],
                         ports=gcp.cloudrunv2.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
                         resources=gcp.cloudrunv2.ServiceTemplateContainerResourcesArgs(
@@ -456,7 +504,8 @@ class QueueRunApp(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=self._kept,
+            # Cloud Run refuses a revision whose account cannot read its secrets: the grant comes first.
+            opts=pulumi.ResourceOptions.merge(self._kept, pulumi.ResourceOptions(depends_on=[self._user_key_reader])),
         )
 
     def _queue(self, spec: QueueSpec, audience: pulumi.Output[str]) -> QueueResources:

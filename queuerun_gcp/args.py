@@ -84,6 +84,10 @@ class QueueRunAppArgs:
     websockets: bool = False
     """The app's pages connect to ``/_ws`` for job notifications (``socket.send``): browsers must reach
     the service, so the component warns unless ``access="public"``."""
+    allowed_origins: Sequence[str] = ()
+    """Origins (``https://host[:port]``) besides the service's own whose pages may open ``/_ws``
+    (``QUEUERUN_ALLOWED_ORIGINS``); a handshake from any other site is refused before the app's hook
+    sees its cookies. ``"*"`` allows every site."""
     invoker_iam_disabled: bool = False
     """With ``access="public"``: turn Cloud Run's invoker check off instead of granting ``allUsers``, for
     organizations whose policy (domain restricted sharing) forbids ``allUsers``."""

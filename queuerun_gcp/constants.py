@@ -69,6 +69,7 @@ REQUIRED_APIS: Final = (
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "firestore.googleapis.com",
+    "secretmanager.googleapis.com",  # the app's user key (QUEUERUN_USER_KEY)
 )
 SOURCE_BUILD_APIS: Final = (
     "cloudbuild.googleapis.com",

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import emulators
 from .emulator_topology import ensure_topology
+from .hosting import warn_if_exposed
 from .server.redelivery import RedeliveryWatch
 from .settings import ENV
 
@@ -73,6 +74,7 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
     from .server.serve import BackgroundServer, load_app
 
     _job_lines()
+    warn_if_exposed(host, server="queuerun dev --emulators", insecure_push=True)
     # SIGTERM unwinds like Ctrl-C, at any point (even while the emulators start), so the
     # emulators this command started are always stopped.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -2,6 +2,7 @@
 
     QueueRunError
     ├── ConfigurationError        bad app/queue names, out-of-range options, bad settings
+    │   └── AuthenticationHookError  the authenticate hook returned a non-string (a server error, 500)
     ├── QueueNotFoundError        no queue declared under that name (also a LookupError)
     ├── PushError                 the job could not be queued; the cause is chained
     │   ├── PushOutcomeUnknownError  Pub/Sub did not answer in time: the job may be queued
@@ -119,11 +120,23 @@ class DrainTimeoutError(QueueRunError, TimeoutError):
 
 
 class PushAuthError(QueueRunError):
-    """A Pub/Sub push request failed OIDC verification; ``status`` is the HTTP status to answer."""
+    """A Pub/Sub push request failed OIDC verification; ``status`` is the HTTP status to answer.
 
-    def __init__(self, status: int, message: str) -> None:
+    The message (for logs) may name the expected audience and service account; ``public`` is what the
+    caller is told, which names neither.
+    """
+
+    def __init__(self, status: int, message: str, *, public: str | None = None) -> None:
         self.status = status
+        self._public = public
         super().__init__(message)
+
+    @property
+    def public(self) -> str:
+        """The message without what the server expected (``..., expected X`` is cut off)."""
+        if self._public is not None:
+            return self._public
+        return str(self).split(", expected", 1)[0]
 
 
 class EnvelopeError(QueueRunError):
@@ -150,6 +163,13 @@ class AuthenticationError(QueueRunError):
             raise ValueError(f"AuthenticationError status must be 401 or 403, got {status!r}")
         self.status = status
         super().__init__(message)
+
+
+class AuthenticationHookError(ConfigurationError):
+    """An App's ``authenticate`` hook returned something other than a user id string or None.
+
+    A fault of the app, not of the request: the server answers 500 and tells the caller nothing more.
+    """
 
 
 class BuildError(QueueRunError):

@@ -105,16 +105,20 @@ def json_problem(data: bytes) -> str | None:
     return None
 
 
-def id_problem(field: str, value: object, *, max_bytes: int | None = None) -> str | None:
-    """Why ``value`` cannot be an id (group, dedupe, user): not a non-empty valid Unicode string, or too long."""
+def id_problem(field: str, value: object, *, max_bytes: int | None = None, show: bool = True) -> str | None:
+    """Why ``value`` cannot be an id (group, dedupe, user): not a non-empty valid Unicode string, or too long.
+
+    ``show=False`` keeps the value out of the message (a user id from a hook goes to logs only).
+    """
+    shown = f" {_brief(value)}" if show else ""
     if not isinstance(value, str) or not value:
-        return f"{field} must be a non-empty string, got {type(value).__name__} {_brief(value)}"
+        return f"{field} must be a non-empty string, got {type(value).__name__}{shown}"
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        return f"{field} {_brief(value)} is not valid Unicode (lone surrogate at index {exc.start})"
+        return f"{field}{shown} is not valid Unicode (lone surrogate at index {exc.start})"
     if max_bytes is not None and size > max_bytes:
-        return f"{field} is {size:,} bytes in UTF-8; at most {max_bytes:,} (starts {_brief(value)})"
+        return f"{field} is {size:,} bytes in UTF-8; at most {max_bytes:,}" + (f" (starts{shown})" if show else "")
     return None
 
 

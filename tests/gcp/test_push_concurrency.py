@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 from queuerun import App
 from queuerun.server.app import SATURATED_STATUS, PushServer
 
-SETTINGS = {"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "test-project"}
+# Insecure push needs an emulator host (the emulator sends no token); nothing here connects to it (loopback).
+SETTINGS = {"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": "127.0.0.1:9"}
 
 
 def envelope(message_id: str, data: Any = "x") -> bytes:

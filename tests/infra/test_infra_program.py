@@ -113,7 +113,7 @@ def test_the_uploaded_archive_serves_the_app_the_service_loads(example: Example,
     g = program_graph(example)
     app = program_app(g)
     (service,) = g.of_type("cloudrunv2/service:Service")
-    envs = {e["name"]: e["value"] for e in service.inputs["template"]["containers"][0]["envs"]}
+    envs = {e["name"]: e["value"] for e in service.inputs["template"]["containers"][0]["envs"] if "value" in e}
     assert envs[ENV.APP] == f"{example.module}:app"
 
     (archive,) = (r.inputs["source"] for r in g.of_type("storage/bucketObject:BucketObject"))

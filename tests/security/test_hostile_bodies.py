@@ -65,7 +65,7 @@ def build_app(**options: Any) -> tuple[App, list[Any]]:
     app = App("hostile", **options)
     seen: list[Any] = []
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any, meta: JobMetadata) -> None:
         seen.append(payload)
 

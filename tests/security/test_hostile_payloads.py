@@ -186,7 +186,7 @@ def typed_app() -> tuple[App, list[Charge]]:
     app = App("typed")
     got: list[Charge] = []
 
-    @app.queue("charges", http=True)
+    @app.queue("charges", http=True, public=True)
     def charges(charge: Charge, meta: JobMetadata) -> None:
         got.append(charge)
 

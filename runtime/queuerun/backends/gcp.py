@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import DrainTimeoutError, JobError, PushError, PushOutcomeUnknownError, QueueNotFoundError, QueueRunError
 from ..names import dead_letter_subscription_id, dead_letter_topic_id, topic_id
 from ..spec import QueueSpec
+from ..user_seal import admitted, require, sealed, user_seal
 from ..wire import (
     A_CONTENT_TYPE,
     A_DEDUPE,
@@ -240,8 +241,11 @@ class GcpBackend(Backend):
         publisher: Any = None,
         subscriber: Any = None,
         firestore: Any = None,
+        user_key: str | None = None,
     ) -> None:
+        """``user_key`` is ``QUEUERUN_USER_KEY``, which seals the user of each job (see :mod:`queuerun.user_seal`)."""
         self.project = project
+        self.user_key = user_key
         self.app_name = app_name
         self._pubsub_emulator_host = pubsub_emulator_host
         self._firestore_emulator_host = firestore_emulator_host
@@ -278,6 +282,7 @@ class GcpBackend(Backend):
             firestore_emulator_host=settings.firestore_emulator_host,
             firestore_database=settings.firestore_database,
             pubsub_endpoint=settings.pubsub_endpoint,
+            user_key=settings.user_key,
         )
 
     # -- clients (created on first use: importing them costs cold-start time) ---------------
@@ -345,10 +350,15 @@ class GcpBackend(Backend):
         publisher = self.publisher
         deadline = time.monotonic() + self.unavailable_deadline
         sent: list[tuple[str, bytes, dict[str, str], Any]] = []
+        seal = None
+        if any(job.user is not None for job in jobs):  # refused before any job of the batch is sent
+            seal = require(user_seal(self.user_key, self._app_name()), queue=spec.name)
         with self._publish_lock:  # numbers are taken in the order messages enter the client
             for job in jobs:
                 key = job.group_id or "" if spec.fifo else ""
-                attrs = job.attributes(self._clock.next() if spec.fifo else None)
+                attrs = sealed(
+                    seal, job.attributes(self._clock.next() if spec.fifo else None), job.data, queue=spec.name
+                )
                 sent.append((key, job.data, attrs, self._send(publisher, topic, job.data, key, attrs)))
 
         results: list[str | BaseException] = []
@@ -611,8 +621,11 @@ class GcpBackend(Backend):
         if not messages:
             return []
         jobs = []
+        seal = user_seal(self.user_key, self._app_name())
         for m in messages:
             attrs = {k: v for k, v in m.message.attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
+            # A dead letter keeps the attributes it was published with: its user is replayed only if sealed.
+            attrs = dict(admitted(seal, attrs, bytes(m.message.data), queue=queue, job_id=m.message.message_id))
             queued_raw = attrs.get(A_QUEUED_AT)
             jobs.append(
                 OutgoingJob(

@@ -2,7 +2,7 @@
 
 Routes
     ``POST /_pubsub/{queue}``  one Pub/Sub push request (wrapped envelope) per job
-    ``GET /_health``           liveness: 200 with the app name (``/healthz`` is reserved on Cloud Run)
+    ``GET /_health``           liveness: 200 ``{"status": "ok"}``, nothing else (``/healthz``: reserved by Cloud Run)
     ``POST /queues/{queue}[/{group}[/{dedupe}]]``  HTTP endpoints of ``http=True`` queues (202 + X-Job-Id)
     ``WS /_ws``                job notifications to the authenticated user's browser (``socket.send``)
 
@@ -55,11 +55,15 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from ..delivery import DeliveryCore
 from ..endpoint import HTTP_PREFIX, AppHttp
 from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError
+from ..hosting import check_insecure_push
 from ..settings import Settings
 from ..topology import PUSH_PATH
+from ..user_seal import admitted as admit_user
+from ..user_seal import user_seal
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
+from .oidc import push_authorization
 from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
@@ -161,6 +165,8 @@ class PushServer:
         self.app = app
         self.redelivery = redelivery
         self.settings = settings or app.settings
+        if verifier is None:
+            check_insecure_push(self.settings)  # reads the process environment, not the settings mapping
         if verifier is None and not self.settings.insecure_push:
             if not (self.settings.push_audience and self.settings.push_service_account):
                 raise ConfigurationError(
@@ -177,6 +183,7 @@ class PushServer:
                 mode=self.settings.push_auth,
             )
         self.verifier = verifier
+        self.user_seal = user_seal(self.settings.user_key, app.name)
         self.max_body_bytes = max_body_bytes
         self.attempts = AttemptCounter()
         self.http = AppHttp(app)
@@ -225,20 +232,21 @@ class PushServer:
         return error_response(404, f"no route for {request.method} {path}")
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "app": self.app.name, "queues": [s.name for s in self.app.specs]})
+        return JSONResponse({"status": "ok"})  # anyone may ask: nothing about the app, its queues or project
 
     async def _push_route(self, request: Request) -> Response:
         return await self.handle_push(request, request.path_params["queue"])
 
     async def handle_push(self, request: Request, queue: str) -> Response:
         trace = trace_fields(request.headers.get(TRACE_HEADER), self.settings.project)
-        authorization = request.headers.get("authorization")
-        if self.verifier is not None and self.verifier.cached(authorization) is None:
+        if self.verifier is not None:
             try:
-                await anyio.to_thread.run_sync(self.verifier.verify, authorization)
+                authorization = push_authorization(request.headers)  # one header, before any cache lookup
+                if self.verifier.cached(authorization) is None:
+                    await anyio.to_thread.run_sync(self.verifier.verify, authorization)
             except PushAuthError as exc:
                 log.warning("push rejected: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
-                return error_response(exc.status, str(exc))
+                return error_response(exc.status, exc.public)  # names no audience or account
         try:
             spec = self.app.spec(queue)
         except QueueNotFoundError:
@@ -268,7 +276,8 @@ class PushServer:
             log.exception("could not process job: %s", error, extra=fields)
             if self.redelivery is not None:
                 self.redelivery.nacked(queue, message.message_id, fields["attempt"] or 0)
-            return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed: {exc}")
+            # The cause is logged above; it may name topic paths, which the caller need not learn.
+            return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed")
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.max_body_bytes
@@ -326,7 +335,10 @@ class PushServer:
         job = ReceivedJob(
             job_id=message.message_id,
             data=message.data,
-            attributes=message.attributes,
+            # a user is believed only under the app's seal: anyone who may publish can write attributes
+            attributes=admit_user(
+                self.user_seal, message.attributes, message.data, queue=queue, job_id=message.message_id
+            ),
             received_count=received_count,
             published_at=message.publish_time,
         )
