@@ -76,6 +76,13 @@ def _parse_json(queue: str, body: bytes, charset: str) -> Any:
 
 
 def _parse_urlencoded(queue: str, body: bytes, charset: str) -> dict[str, Any]:
+    if body.lstrip()[:1] in (b"{", b"["):  # curl -d '{...}' sends JSON with the form type
+        raise RequestRejected(
+            400,
+            f"queue {queue!r}: the body looks like JSON but arrived as a form "
+            "(Content-Type: application/x-www-form-urlencoded, curl's default for -d); "
+            "send it with Content-Type: application/json",
+        )
     count = body.count(b"&") + 1
     if count > limits.MAX_FORM_FIELDS:
         raise RequestRejected(

@@ -31,6 +31,8 @@ A_USER: Final = "qr-user"
 A_QUEUED_AT: Final = "qr-queued-at"
 A_SEQUENCE: Final = "qr-seq"
 A_PARAM_PREFIX: Final = "qr-param-"  # one attribute per param keeps each under 1024 bytes
+# What messages call each attribute: the user never wrote "qr-dedupe", they wrote .dedupe(id).
+_FIELD: Final = {A_DEDUPE: "dedupe id", A_USER: "user id", A_GROUP: "group id", A_QUEUE: "queue name"}
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,11 @@ def build_job(
     return job
 
 
-_FIELD_NAMES: Final = {A_USER: "user id", A_GROUP: "group id", A_DEDUPE: "dedupe id"}
-
-
 def _field_name(key: str) -> str:
     """What a user calls the value of attribute ``key``: not our attribute names."""
     if key.startswith(A_PARAM_PREFIX):
         return f"param {key[len(A_PARAM_PREFIX) :]!r}"
-    return _FIELD_NAMES.get(key, key)
+    return _FIELD.get(key, key)
 
 
 def check_limits(job: OutgoingJob) -> None:
