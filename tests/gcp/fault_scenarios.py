@@ -13,7 +13,11 @@ server's watch named (the emulator drops messages after failed push deliveries) 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -31,6 +35,7 @@ from queuerun.server.redelivery import RedeliveryWatch
 from queuerun.server.serve import BackgroundServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fault_worker
 from faults import FaultProxy  # tests/gcp is not a package: its helpers are imported by path
 
 
@@ -72,9 +77,9 @@ def _fails(job_id: str, attempt: int, rate: float) -> bool:
 
 
 @contextmanager
-def served(env: dict[str, str], project: str, pubsub_host: str, declare: Callable[[App, Runs], None]) -> Iterator[
-    tuple[App, Runs, RedeliveryWatch]
-]:
+def served(
+    env: dict[str, str], project: str, pubsub_host: str, declare: Callable[[App, Runs], None]
+) -> Iterator[tuple[App, Runs, RedeliveryWatch]]:
     app = App(f"f{uuid.uuid4().hex[:10]}", settings={**env, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
     runs = Runs()
     declare(app, runs)
@@ -210,6 +215,163 @@ def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, j
         proxy.close()
 
 
+# -- kill -9 of the push server ------------------------------------------------------------------
+class Worker:
+    """The push server in its own process (tests/gcp/fault_worker.py), on a fixed loopback port so
+    its push subscriptions reach it again after a restart. Stopped by process group only."""
+
+    def __init__(self, env: dict[str, str], app_name: str, port: int, runs: Path, *extra: str) -> None:
+        self.args = [sys.executable, str(Path(fault_worker.__file__)), app_name, str(port), str(runs), *extra]
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = runs.with_name(runs.name + ".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        import urllib.request
+
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_health", timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the fault worker did not start: {self.log.read_text()[-3000:]}") from None
+                time.sleep(0.1)  # polling a port: there is no event to wait on
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group, as the issue's fault run did, and reap it."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 10) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        if self.wait_exit(grace) is None:
+            self.kill()
+
+
+def read_runs(runs: Path) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """Started and completed handler runs per job id, from the workers' log lines."""
+    started: collections.Counter[str] = collections.Counter()
+    done: collections.Counter[str] = collections.Counter()
+    if runs.exists():
+        for line in runs.read_text().splitlines():
+            kind, _, job_id = line.partition(" ")
+            (started if kind == "start" else done)[job_id] += 1
+    return started, done
+
+
+@contextmanager
+def worker_app(
+    env: dict[str, str], project: str, pubsub_host: str, workdir: Path, *extra: str
+) -> Iterator[tuple[App, Worker, Path]]:
+    """An app whose push server runs in a worker process; this side pushes and reads dead letters."""
+    from queuerun.emulators import free_port
+
+    app = App(f"k{uuid.uuid4().hex[:10]}", settings={**env, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
+    fault_worker.declare(app)
+    port = free_port()
+    runs = workdir / f"{app.name}.runs"
+    worker = Worker({**env, "GOOGLE_CLOUD_PROJECT": project}, app.name, port, runs, *extra)
+    ensure_topology(app, project=project, push_base_url=worker.url, emulator_host=pubsub_host)
+    try:
+        worker.start()
+        yield app, worker, runs
+    finally:
+        worker.stop()
+        app.backend.stop()
+        delete_topology(app, project=project, emulator_host=pubsub_host)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until true (True) or the deadline (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # the runs file is polled: written by another process
+    return True
+
+
+def settle_runs(name: str, app: App, queue: str, runs: Path, pushed: set[str], timeout: float, **extra: int) -> Tally:
+    """Wait until every pushed job completed or was dead-lettered, or the deadline; count from the runs file."""
+    backend = app.backend
+    assert isinstance(backend, GcpBackend)
+    deadline = time.monotonic() + timeout
+    while True:
+        _, done = read_runs(runs)
+        dead = {d.job_id for d in backend.dead_letters(queue)}
+        if pushed <= set(done) | dead or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # dead letters are polled: no event to wait on
+    completed = pushed & set(done)
+    return Tally(
+        name,
+        pushed=len(pushed),
+        completed=len(completed),
+        dead=len(pushed & dead),
+        lost=len(pushed - completed - dead),
+        doubled=sum(1 for job in pushed if done[job] > 1),
+        **extra,
+    )
+
+
+def kill_server(
+    env: dict[str, str], project: str, pubsub_host: str, workdir: Path, *, fifo: bool, jobs: int = 12, kills: int = 1
+) -> Tally:
+    """Push ``jobs`` jobs, SIGKILL the push server while some run (``kills`` times), restart it each time."""
+    queue = "work.fifo" if fifo else "work"
+    with worker_app(env, project, pubsub_host, workdir) as (app, worker, runs):
+        ref = app.queues(queue)
+        pushed = {(ref.group(f"g{i % 3}") if fifo else ref).push({"n": i}) for i in range(jobs)}
+        for k in range(kills):
+            # Kill once more jobs have started than completed (one is mid-run), progressing each time.
+            want = (k + 1) * jobs // (kills + 2)
+
+            def running(want: int = want) -> bool:
+                started, done = read_runs(runs)
+                return sum(done.values()) >= want and sum(started.values()) > sum(done.values())
+
+            if not wait_until(running, 60):
+                break  # nothing more runs (jobs lost): the tally shows it
+            worker.kill()
+            worker.start()
+        return settle_runs(
+            f"kill -9 x{kills} mid-job ({'fifo' if fifo else 'standard'})", app, queue, runs, pushed, 120
+        )
+
+
+def crash_around_completion(env: dict[str, str], project: str, pubsub_host: str, workdir: Path, *, when: str) -> Tally:
+    """One FIFO job whose push server is SIGKILLed just before (or after) its completion record is
+    written; then a second job of the group, which runs once the first is settled."""
+    with worker_app(env, project, pubsub_host, workdir, "--crash", when) as (app, worker, runs):
+        group = app.queues("work.fifo").group("g")
+        first = group.push({"crash": True})
+        if not wait_until(lambda: worker.wait_exit(0.1) is not None, 60):
+            raise AssertionError(f"the worker did not crash {when} the completion record of job {first}")
+        worker.start()
+        second = group.push({"n": 2})
+        return settle_runs(f"kill -9 {when} (fifo)", app, "work.fifo", runs, {first, second}, 90)
+
+
 def main() -> None:
     import tempfile
 
@@ -220,12 +382,17 @@ def main() -> None:
         try:
             env = emulators.emulator_env(running["pubsub"], running["firestore"])
             args = (env, running["pubsub"].project, running["pubsub"].host)
+            work = Path(workdir)
             for scenario in (
                 lambda: random_failures(*args, fifo=False),
                 lambda: random_failures(*args, fifo=True),
                 lambda: dedupe_race(*args),
                 lambda: poison_in_group(*args),
                 lambda: pubsub_unreachable(*args),
+                lambda: kill_server(*args, work, fifo=False, jobs=30, kills=3),
+                lambda: kill_server(*args, work, fifo=True, jobs=30, kills=3),
+                lambda: crash_around_completion(*args, work, when="before-record"),
+                lambda: crash_around_completion(*args, work, when="after-record"),
             ):
                 print(scenario().line(), flush=True)
         finally:
