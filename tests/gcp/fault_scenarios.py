@@ -30,6 +30,7 @@ from typing import Any
 
 from queuerun import App, JobMetadata, PushError
 from queuerun.backends.gcp import GcpBackend, make_publisher
+from queuerun.emulator_ledger import Ledger, Recovery, delete_ledgers, ensure_ledgers
 from queuerun.emulator_topology import delete_topology, ensure_topology
 from queuerun.server.redelivery import RedeliveryWatch
 from queuerun.server.serve import BackgroundServer
@@ -47,13 +48,13 @@ class Tally:
     dead: int
     lost: int
     doubled: int
-    reported_lost: int = 0
+    recovered: int = 0  # jobs the dev server's ledger delivered itself (the emulator had dropped them)
     push_errors: int = 0
 
     def line(self) -> str:
         return (
-            f"{self.scenario:<28} pushed={self.pushed:<4} completed={self.completed:<4} dead={self.dead:<4} "
-            f"lost={self.lost:<3} (reported {self.reported_lost}) doubled={self.doubled:<3} "
+            f"{self.scenario:<34} pushed={self.pushed:<4} completed={self.completed:<4} dead={self.dead:<4} "
+            f"lost={self.lost:<3} doubled={self.doubled:<3} recovered={self.recovered:<3} "
             f"push errors={self.push_errors}"
         )
 
@@ -70,6 +71,9 @@ class Runs:
             self.count[job_id] += 1
 
 
+GRACE = 5.0  # seconds without a delivery before the ledger delivers a job itself (the dev server: 60)
+
+
 def _fails(job_id: str, attempt: int, rate: float) -> bool:
     """A deterministic coin per (job, attempt): reruns of a scenario see the same faults."""
     digest = hashlib.sha256(f"{job_id}/{attempt}".encode()).digest()
@@ -79,47 +83,65 @@ def _fails(job_id: str, attempt: int, rate: float) -> bool:
 @contextmanager
 def served(
     env: dict[str, str], project: str, pubsub_host: str, declare: Callable[[App, Runs], None]
-) -> Iterator[tuple[App, Runs, RedeliveryWatch]]:
+) -> Iterator[tuple[App, Runs, list[Recovery]]]:
+    """The app served in this process as ``queuerun dev --emulators`` serves it: with the ledger."""
     app = App(f"f{uuid.uuid4().hex[:10]}", settings={**env, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
     runs = Runs()
     declare(app, runs)
-    watch = RedeliveryWatch(grace=15)
+    watch = RedeliveryWatch(grace=GRACE)
     server = BackgroundServer(app, push_options={"redelivery": watch}).start()
     ensure_topology(app, project=project, push_base_url=server.url, emulator_host=pubsub_host)
+    ensure_ledgers(app, project=project, emulator_host=pubsub_host, lease=fault_worker.LEASE)
+    recoveries: list[Recovery] = []
+    ledger = Ledger(
+        app,
+        watch,
+        server.url,
+        project=project,
+        emulator_host=pubsub_host,
+        poll=0.5,
+        lease=fault_worker.LEASE,
+        on_recovery=recoveries.append,
+    ).start()
     try:
-        yield app, runs, watch
+        yield app, runs, recoveries
     finally:
+        ledger.stop()
         server.stop()
         app.backend.stop()
+        delete_ledgers(app, project=project, emulator_host=pubsub_host)
         delete_topology(app, project=project, emulator_host=pubsub_host)
 
 
 def settle(
-    name: str, app: App, queue: str, runs: Runs, watch: RedeliveryWatch, pushed: set[str], timeout: float, **extra: int
+    name: str,
+    app: App,
+    queue: str,
+    runs: Runs,
+    recoveries: list[Recovery],
+    pushed: set[str],
+    timeout: float,
+    **extra: int,
 ) -> Tally:
-    """Wait until every pushed job completed, was dead-lettered or was reported lost, or the deadline."""
+    """Wait until every pushed job completed or was dead-lettered, or the deadline."""
     backend = app.backend
     assert isinstance(backend, GcpBackend)
-    reported: set[str] = set()
     dead: set[str] = set()
     deadline = time.monotonic() + timeout
     while True:
-        reported |= {item.job_id for item in watch.overdue()}
         dead = {d.job_id for d in backend.dead_letters(queue)}
-        settled = set(runs.count) | dead | reported
-        if pushed <= settled or time.monotonic() > deadline:
+        if pushed <= set(runs.count) | dead or time.monotonic() > deadline:
             break
-        time.sleep(0.5)  # dead letters and the watch are polled: no event to wait on
+        time.sleep(0.5)  # dead letters are polled: no event to wait on
     completed = pushed & set(runs.count)
-    lost = pushed - completed - dead
     return Tally(
         name,
         pushed=len(pushed),
         completed=len(completed),
         dead=len(pushed & dead),
-        lost=len(lost),
+        lost=len(pushed - completed - dead),
         doubled=sum(1 for job in pushed if runs.count[job] > 1),
-        reported_lost=len(lost & reported),
+        recovered=len(pushed & {r.job_id for r in recoveries}),
         **extra,
     )
 
@@ -135,17 +157,17 @@ def random_failures(env: dict[str, str], project: str, pubsub_host: str, *, fifo
                 raise RuntimeError("injected failure")
             runs.add(meta.job_id)
 
-    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+    with served(env, project, pubsub_host, declare) as (app, runs, recoveries):
         ref = app.queues(queue)
         pushed = {(ref.group(f"g{i % 3}") if fifo else ref).push({"n": i}) for i in range(jobs)}
-        return settle(f"random failures ({'fifo' if fifo else 'standard'})", app, queue, runs, watch, pushed, 90)
+        return settle(f"random failures ({'fifo' if fifo else 'standard'})", app, queue, runs, recoveries, pushed, 90)
 
 
 def dedupe_race(env: dict[str, str], project: str, pubsub_host: str, *, pushers: int = 8) -> Tally:
     def declare(app: App, runs: Runs) -> None:
         app.queue("pay.fifo")(lambda job, meta: runs.add(meta.job_id))
 
-    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+    with served(env, project, pubsub_host, declare) as (app, runs, recoveries):
         ids: list[str] = []
         barrier = threading.Barrier(pushers)
 
@@ -158,7 +180,7 @@ def dedupe_race(env: dict[str, str], project: str, pubsub_host: str, *, pushers:
             t.start()
         for t in threads:
             t.join(60)
-        tally = settle("dedupe race (8 threads)", app, "pay.fifo", runs, watch, set(ids), 60)
+        tally = settle("dedupe race (8 threads)", app, "pay.fifo", runs, recoveries, set(ids), 60)
         # Two ids for one dedupe id would be a double: count the extra ones.
         return Tally(**{**tally.__dict__, "doubled": tally.doubled + len(set(ids)) - 1})
 
@@ -167,7 +189,7 @@ def poison_in_group(env: dict[str, str], project: str, pubsub_host: str) -> Tall
     def declare(app: App, runs: Runs) -> None:
         app.queue("orders.fifo")(lambda job, meta: runs.add(meta.job_id))
 
-    with served(env, project, pubsub_host, declare) as (app, runs, watch):
+    with served(env, project, pubsub_host, declare) as (app, runs, recoveries):
         backend = app.backend
         assert isinstance(backend, GcpBackend)
         publisher = make_publisher(emulator_host=pubsub_host)
@@ -183,7 +205,7 @@ def poison_in_group(env: dict[str, str], project: str, pubsub_host: str) -> Tall
         }
         publisher.stop()
         pushed |= {app.queues("orders.fifo").group("g").push({"n": i}) for i in range(5)}
-        return settle("poison messages in a group", app, "orders.fifo", runs, watch, pushed, 60)
+        return settle("poison messages in a group", app, "orders.fifo", runs, recoveries, pushed, 60)
 
 
 def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, jobs: int = 6) -> Tally:
@@ -194,7 +216,7 @@ def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, j
         app.queue("pay.fifo")(lambda job, meta: runs.add(meta.job_id))
 
     try:
-        with served(proxied, project, pubsub_host, declare) as (app, runs, watch):
+        with served(proxied, project, pubsub_host, declare) as (app, runs, recoveries):
             backend = app.backend
             assert isinstance(backend, GcpBackend)
             backend.unavailable_deadline = 2.0
@@ -210,7 +232,7 @@ def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, j
                     proxy.set("up")
                     pushed.add(ref.dedupe(f"d{i}").push({"n": i}))  # the caller's retry
             proxy.set("up")
-            return settle("Pub/Sub refusing pushes", app, "pay.fifo", runs, watch, pushed, 60, push_errors=errors)
+            return settle("Pub/Sub refusing pushes", app, "pay.fifo", runs, recoveries, pushed, 60, push_errors=errors)
     finally:
         proxy.close()
 
@@ -268,15 +290,15 @@ class Worker:
             self.kill()
 
 
-def read_runs(runs: Path) -> tuple[collections.Counter[str], collections.Counter[str]]:
-    """Started and completed handler runs per job id, from the workers' log lines."""
-    started: collections.Counter[str] = collections.Counter()
-    done: collections.Counter[str] = collections.Counter()
+def read_runs(runs: Path, kinds: tuple[str, ...] = ("start", "done")) -> list[collections.Counter[str]]:
+    """Per kind of line (started, completed, recovered), the count per job id in the workers' log."""
+    counts: dict[str, collections.Counter[str]] = {kind: collections.Counter() for kind in kinds}
     if runs.exists():
         for line in runs.read_text().splitlines():
             kind, _, job_id = line.partition(" ")
-            (started if kind == "start" else done)[job_id] += 1
-    return started, done
+            if kind in counts:
+                counts[kind][job_id] += 1
+    return [counts[kind] for kind in kinds]
 
 
 @contextmanager
@@ -298,6 +320,7 @@ def worker_app(
     finally:
         worker.stop()
         app.backend.stop()
+        delete_ledgers(app, project=project, emulator_host=pubsub_host)
         delete_topology(app, project=project, emulator_host=pubsub_host)
 
 
@@ -317,7 +340,7 @@ def settle_runs(name: str, app: App, queue: str, runs: Path, pushed: set[str], t
     assert isinstance(backend, GcpBackend)
     deadline = time.monotonic() + timeout
     while True:
-        _, done = read_runs(runs)
+        done, recovered = read_runs(runs, ("done", "recovered"))
         dead = {d.job_id for d in backend.dead_letters(queue)}
         if pushed <= set(done) | dead or time.monotonic() > deadline:
             break
@@ -330,16 +353,27 @@ def settle_runs(name: str, app: App, queue: str, runs: Path, pushed: set[str], t
         dead=len(pushed & dead),
         lost=len(pushed - completed - dead),
         doubled=sum(1 for job in pushed if done[job] > 1),
+        recovered=len(pushed & set(recovered)),
         **extra,
     )
 
 
 def kill_server(
-    env: dict[str, str], project: str, pubsub_host: str, workdir: Path, *, fifo: bool, jobs: int = 12, kills: int = 1
+    env: dict[str, str],
+    project: str,
+    pubsub_host: str,
+    workdir: Path,
+    *,
+    fifo: bool,
+    jobs: int = 12,
+    kills: int = 1,
+    recover: bool = True,
 ) -> Tally:
-    """Push ``jobs`` jobs, SIGKILL the push server while some run (``kills`` times), restart it each time."""
+    """Push ``jobs`` jobs, SIGKILL the push server while some run (``kills`` times), restart it each
+    time. With ``recover``, the server runs the dev server's ledger, as ``queuerun dev --emulators``."""
     queue = "work.fifo" if fifo else "work"
-    with worker_app(env, project, pubsub_host, workdir) as (app, worker, runs):
+    extra = ("--recover", str(GRACE)) if recover else ()
+    with worker_app(env, project, pubsub_host, workdir, *extra) as (app, worker, runs):
         ref = app.queues(queue)
         pushed = {(ref.group(f"g{i % 3}") if fifo else ref).push({"n": i}) for i in range(jobs)}
         for k in range(kills):
@@ -355,14 +389,20 @@ def kill_server(
             worker.kill()
             worker.start()
         return settle_runs(
-            f"kill -9 x{kills} mid-job ({'fifo' if fifo else 'standard'})", app, queue, runs, pushed, 120
+            f"kill -9 x{kills} mid-job ({'fifo' if fifo else 'standard'}{'' if recover else ', no ledger'})",
+            app,
+            queue,
+            runs,
+            pushed,
+            120,
         )
 
 
 def crash_around_completion(env: dict[str, str], project: str, pubsub_host: str, workdir: Path, *, when: str) -> Tally:
     """One FIFO job whose push server is SIGKILLed just before (or after) its completion record is
     written; then a second job of the group, which runs once the first is settled."""
-    with worker_app(env, project, pubsub_host, workdir, "--crash", when) as (app, worker, runs):
+    extra = ("--crash", when, "--recover", str(GRACE))
+    with worker_app(env, project, pubsub_host, workdir, *extra) as (app, worker, runs):
         group = app.queues("work.fifo").group("g")
         first = group.push({"crash": True})
         if not wait_until(lambda: worker.wait_exit(0.1) is not None, 60):
@@ -389,6 +429,7 @@ def main() -> None:
                 lambda: dedupe_race(*args),
                 lambda: poison_in_group(*args),
                 lambda: pubsub_unreachable(*args),
+                lambda: kill_server(*args, work, fifo=False, jobs=30, kills=3, recover=False),
                 lambda: kill_server(*args, work, fifo=False, jobs=30, kills=3),
                 lambda: kill_server(*args, work, fifo=True, jobs=30, kills=3),
                 lambda: crash_around_completion(*args, work, when="before-record"),

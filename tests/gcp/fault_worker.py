@@ -6,6 +6,10 @@ serves app APP_NAME (queues ``work`` and ``work.fifo``, declared by :func:`decla
 appends ``start JOB_ID`` and ``done JOB_ID`` lines to RUNS_FILE (one ``os.write`` each on an
 ``O_APPEND`` descriptor, so lines of concurrent runs and of successive processes never mix).
 
+``--recover GRACE`` runs the dev server's ledger (:mod:`queuerun.emulator_ledger`), as ``queuerun dev
+--emulators`` does, delivering itself a job the emulator has not delivered for GRACE seconds; each
+such job is logged as a ``recovered JOB_ID`` line.
+
 ``--crash`` kills this process with SIGKILL once, around the completion record of the first job
 pushed with ``{"crash": true}``: ``before-record`` after its handler returned and before the record
 is written (the window README's semantics table states), ``after-record`` once it is written and
@@ -28,6 +32,7 @@ from queuerun import App, JobMetadata
 
 QUEUES = ("work", "work.fifo")
 JOB_SECONDS = 0.3  # long enough that a kill lands while jobs run
+LEASE = 10  # the ledger's lease (the shortest Pub/Sub allows): a restarted worker sees held copies again soon
 
 
 def declare(app: App, runs: Path | None = None) -> None:
@@ -75,6 +80,8 @@ def _crash_around_completion(app: App, when: str, marker: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from queuerun.emulator_ledger import Ledger, ensure_ledgers
+    from queuerun.server.redelivery import RedeliveryWatch
     from queuerun.server.serve import BackgroundServer
 
     parser = argparse.ArgumentParser()
@@ -82,16 +89,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("runs", type=Path)
     parser.add_argument("--crash", choices=("before-record", "after-record"))
+    parser.add_argument("--recover", type=float, metavar="GRACE")
     args = parser.parse_args(argv)
     app = App(args.app, settings={**os.environ, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
     declare(app, args.runs)
     if args.crash:
         _crash_around_completion(app, args.crash, args.runs.with_name(args.runs.name + ".crashed"))
-    server = BackgroundServer(app, port=args.port).start()
+    watch = RedeliveryWatch(grace=args.recover) if args.recover is not None else None
+    project, host = os.environ["GOOGLE_CLOUD_PROJECT"], os.environ["PUBSUB_EMULATOR_HOST"]
+    if watch is not None:  # before the server answers: the scenario pushes once it does
+        ensure_ledgers(app, project=project, emulator_host=host, lease=LEASE)
+    server = BackgroundServer(app, port=args.port, push_options={"redelivery": watch}).start()
+    ledger = None
+    if watch is not None:
+        ledger = Ledger(
+            app,
+            watch,
+            server.url,
+            project=project,
+            emulator_host=host,
+            poll=0.5,
+            lease=LEASE,
+            on_recovery=lambda r: _append(args.runs, f"recovered {r.job_id}"),
+        ).start()
     print(f"serving {server.url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
+    if ledger is not None:
+        ledger.stop()
     server.stop()
     sys.exit(0)
 

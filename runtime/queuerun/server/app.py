@@ -24,8 +24,9 @@ queue's timeout:
 
 ``received_count`` is the envelope's ``deliveryAttempt`` (sent when the subscription has a
 dead-letter policy), else counted by this process per message id (the emulator never sends it).
-On FIFO queues a completion record is checked before and written after the handler, so a job that
-completed is acknowledged without running again when Pub/Sub redelivers it. The record is written in
+On FIFO queues (and on standard queues with ``track_completions``, the default on the emulators) a
+completion record is checked before and written after the handler, so a job that completed is
+acknowledged without running again when Pub/Sub redelivers it. The record is written in
 the handler's own thread the moment it returns (also when a timed-out sync handler finishes late):
 a crash can make a completed job run again only inside that one Firestore write. A handler that
 must not repeat an effect even then keys it on ``meta.job_id``, which a redelivery keeps.
@@ -57,6 +58,7 @@ from ..settings import Settings
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
+from .redelivery import REDELIVERY_HEADER
 from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
@@ -222,6 +224,9 @@ class PushServer:
         except EnvelopeError as exc:
             log.warning("bad push request: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
             return error_response(exc.status, str(exc))
+        watch = self.redelivery
+        if watch is not None and not watch.arrived(queue, message.message_id, request.headers.get(REDELIVERY_HEADER)):
+            return await self._taken_over(spec, message, trace)
         try:
             return await self._run(spec, message, trace)
         except Exception as exc:  # a store we depend on failed: nack so Pub/Sub delivers it again later
@@ -236,9 +241,25 @@ class PushServer:
                 **trace,
             }
             log.exception("could not process job: %s", error, extra=fields)
-            if self.redelivery is not None:
-                self.redelivery.nacked(queue, message.message_id, fields["attempt"] or 0)
+            if watch is not None:
+                watch.nacked(queue, message.message_id, fields["attempt"] or 0)
             return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed: {exc}")
+        finally:
+            if watch is not None:
+                watch.finished(queue, message.message_id)
+
+    async def _taken_over(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
+        """A copy from the emulator of a job the dev server now delivers itself: not run again. On a
+        FIFO queue it is acknowledged once the job settled and refused until then, holding the group."""
+        fields = {"queue": spec.name, "job_id": message.message_id, **trace}
+        if spec.fifo:
+            topic = self.backend.topic_path(spec.name)
+            if await anyio.to_thread.run_sync(self.backend.completions.get, topic, message.message_id) is None:
+                return error_response(
+                    409, f"queue {spec.name!r}: job {message.message_id} is being redelivered by the dev server"
+                )
+        log.info("a late copy of a job the dev server delivered itself: acknowledged", extra=fields)
+        return Response(status_code=ACK_STATUS)
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.max_body_bytes
@@ -265,11 +286,9 @@ class PushServer:
         queue = spec.name
         received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
         fields: dict[str, Any] = {"queue": queue, "job_id": message.message_id, "attempt": received_count, **trace}
-        if self.redelivery is not None:
-            self.redelivery.delivered(queue, message.message_id)
         tracked = spec.fifo or self._tracking()
         topic = self.backend.topic_path(queue) if tracked else ""
-        if spec.fifo:
+        if tracked:  # FIFO always; standard queues where completions are tracked (the emulators)
             done = await anyio.to_thread.run_sync(self.backend.completions.get, topic, message.message_id)
             if done is not None:
                 log.info("already %s: acknowledged without running again", done.status, extra=fields)
