@@ -2,12 +2,15 @@
 whether it completed, was dead-lettered, was lost or ran twice.
 
 Loopback only, bounded in time (every wait has a deadline), and every process it starts (the
-emulators, when run as a script) is stopped by process group. ``tests/gcp/test_fault_suite.py``
-runs the fast scenarios in the default test run; run them all with
-``.venv/bin/python tests/gcp/fault_scenarios.py``, which prints one line per scenario.
+emulators when run as a script, the push-server workers of the ``kill -9`` scenarios) is stopped
+by process group. ``tests/gcp/test_fault_suite.py`` runs the fast scenarios in the default test
+run; run them all with ``.venv/bin/python tests/gcp/fault_scenarios.py``, which prints the README's
+table, one row per scenario.
 
-Lost counts jobs neither completed nor dead-lettered by the deadline; how many of those the dev
-server's watch named (the emulator drops messages after failed push deliveries) is shown apart.
+The push server runs as ``queuerun dev --emulators`` runs it, with the ledger that delivers jobs
+the emulator dropped (:mod:`queuerun.emulator_ledger`; "recovered" counts them), except in the
+scenario named "no ledger". Lost counts jobs neither completed nor dead-lettered by the deadline;
+doubled, jobs whose handler completed more than once.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class Tally:
     doubled: int
     recovered: int = 0  # jobs the dev server's ledger delivered itself (the emulator had dropped them)
     push_errors: int = 0
+
+    def row(self) -> str:
+        """A row of the README's fault table."""
+        cells = (self.scenario, self.pushed, self.completed, self.dead, self.lost, self.doubled, self.recovered)
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
     def line(self) -> str:
         return (
@@ -423,6 +431,8 @@ def main() -> None:
             env = emulators.emulator_env(running["pubsub"], running["firestore"])
             args = (env, running["pubsub"].project, running["pubsub"].host)
             work = Path(workdir)
+            print("| scenario | pushed | completed | dead-lettered | lost | doubled | recovered by the ledger |")
+            print("|---|---|---|---|---|---|---|", flush=True)
             for scenario in (
                 lambda: random_failures(*args, fifo=False),
                 lambda: random_failures(*args, fifo=True),
@@ -435,7 +445,7 @@ def main() -> None:
                 lambda: crash_around_completion(*args, work, when="before-record"),
                 lambda: crash_around_completion(*args, work, when="after-record"),
             ):
-                print(scenario().line(), flush=True)
+                print(scenario().row(), flush=True)
         finally:
             for emulator in running.values():
                 emulators.stop(emulator)
