@@ -50,6 +50,7 @@ LEDGER_SUFFIX: Final = "-ledger"
 # that much later (10-600 s, Pub/Sub's ack deadline range). Renewed when half of it is gone.
 DEFAULT_LEASE: Final = 60
 PULL_BATCH: Final = 1000
+SETTLE_BATCH: Final = 500  # completion records read per pass, least recently checked first
 
 
 def ledger_subscription(project: str, app_name: str, queue: str) -> str:
@@ -100,6 +101,7 @@ class _Held:
     ack_id: str
     first_seen: float
     leased_at: float
+    checked_at: float = float("-inf")
 
     @property
     def group(self) -> str | None:
@@ -185,7 +187,7 @@ class Ledger:
         specs = {spec.name: spec for spec in self.app.specs}
         for queue in specs:
             self._pull(queue, now)
-        self._settle()
+        self._settle(now)
         self._extend(now)
         claimed = 0
         for held in self._candidates(specs):
@@ -199,31 +201,40 @@ class Ledger:
         return claimed
 
     def _pull(self, queue: str, now: float) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately: never block a pass
-            response = self._subscriber.pull(
-                subscription=ledger_subscription(self.project, self.app.name, queue),
-                max_messages=PULL_BATCH,
-                return_immediately=True,
-                timeout=10,
-            )
+        from google.api_core.exceptions import DeadlineExceeded
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately: never block a pass
+                response = self._subscriber.pull(
+                    subscription=ledger_subscription(self.project, self.app.name, queue),
+                    max_messages=PULL_BATCH,
+                    return_immediately=True,
+                    timeout=10,
+                )
+        except DeadlineExceeded:  # nothing to pull
+            return
         for received in response.received_messages:
             key = (queue, received.message.message_id)
             before = self._held.get(key)
             first_seen = before.first_seen if before is not None else now
             self._held[key] = _Held(queue, received.message, received.ack_id, first_seen, now)
 
-    def _settle(self) -> None:
-        if not self._held:
+    def _settle(self, now: float) -> None:
+        """Acknowledge the copies of jobs that have a completion record (a bounded batch per pass)."""
+        batch = sorted(self._held.values(), key=lambda h: h.checked_at)[:SETTLE_BATCH]
+        if not batch:
             return
-        topics = {queue: self.backend.topic_path(queue) for queue, _ in self._held}
-        records = self.backend.completions.get_many((topics[q], job_id) for q, job_id in self._held)
+        topics = {queue: self.backend.topic_path(queue) for queue in {h.queue for h in batch}}
+        records = self.backend.completions.get_many((topics[h.queue], h.message.message_id) for h in batch)
         done: dict[str, list[str]] = {}
-        for (queue, job_id), held in list(self._held.items()):
-            if (topics[queue], job_id) in records:
-                done.setdefault(queue, []).append(held.ack_id)
-                del self._held[(queue, job_id)]
-                self.watch.settled(queue, job_id)
+        for held in batch:
+            held.checked_at = now
+            job_id = held.message.message_id
+            if (topics[held.queue], job_id) in records:
+                done.setdefault(held.queue, []).append(held.ack_id)
+                del self._held[(held.queue, job_id)]
+                self.watch.settled(held.queue, job_id)
         for queue, ack_ids in done.items():
             self._subscriber.acknowledge(
                 subscription=ledger_subscription(self.project, self.app.name, queue), ack_ids=ack_ids
