@@ -14,6 +14,7 @@ from queuerun import names
 from queuerun.errors import ConfigurationError, QueueNotFoundError
 from queuerun.settings import ENV
 from queuerun.spec import QueueSpec
+from queuerun.topology import SubscriptionSettings, duration, subscription_settings
 
 from . import iam, reachability
 from .args import FIELD_NAMES, QueueRunAppArgs
@@ -24,7 +25,6 @@ from .constants import (
     DEAD_LETTER_RETENTION,
     NEVER_EXPIRE,
     PUSH_ACCOUNT_SUFFIX,
-    PUSH_ROUTE_PREFIX,
     REQUIRED_APIS,
     RUNTIME_ACCOUNT_SUFFIX,
     SOURCE_BUILD_APIS,
@@ -36,6 +36,7 @@ from .constants import (
     source_bucket_name,
 )
 from .source import SourceBundle
+from .user_key import UserKey
 from .validation import default_request_timeout, known, resolve
 
 
@@ -80,8 +81,48 @@ def operator_env(project: str, database: str, region: str, app_target: str) -> d
 def _seconds(value: Any) -> pulumi.Input[str]:
     """A protobuf Duration string ("10s", "0.5s"), through an Output when the value is not known yet."""
     if known(value):
-        return f"{float(value):g}s"
-    return pulumi.Output.from_input(value).apply(lambda v: f"{float(v):g}s")
+        return duration(value)
+    return pulumi.Output.from_input(value).apply(duration)
+
+
+# Requests an instance takes beyond its push queues' job slots: HTTP endpoints, WebSockets, health
+# checks (Cloud Run's own default per-instance concurrency).
+REQUEST_HEADROOM = 80
+MAX_REQUEST_CONCURRENCY = 1000  # Cloud Run's ceiling (cloud.google.com/run/docs/about-concurrency)
+
+
+def default_container_concurrency(specs: tuple[QueueSpec, ...]) -> pulumi.Input[int]:
+    """Room on one instance for every push queue's ``concurrency`` jobs at once, plus the headroom.
+
+    The push server turns away (429) a push beyond its queue's ``concurrency``: sizing the instance's
+    request concurrency to the sum lets Cloud Run send more to another instance instead (it routes by
+    requests in flight per instance: cloud.google.com/run/docs/about-concurrency).
+    """
+    slots = [s.concurrency for s in specs if s.delivery == "push"]
+
+    def total(values: list[int]) -> int:
+        return min(MAX_REQUEST_CONCURRENCY, sum(values) + REQUEST_HEADROOM)
+
+    if all(known(v) for v in slots):
+        return total(slots)
+    return pulumi.Output.all(*slots).apply(total)
+
+
+def _settings(app: str, spec: QueueSpec) -> SubscriptionSettings | pulumi.Output[SubscriptionSettings]:
+    """The runtime's projection of ``spec`` (the emulator topology uses the same), through an Output
+    while some option is not known yet."""
+    options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    if all(known(v) for v in options.values()):
+        return subscription_settings(app, spec)
+    return pulumi.Output.all(**options).apply(
+        lambda values: subscription_settings(app, dataclasses.replace(spec, **values))
+    )
+
+
+def _field(settings: SubscriptionSettings | pulumi.Output[SubscriptionSettings], name: str) -> Any:
+    if isinstance(settings, SubscriptionSettings):
+        return getattr(settings, name)
+    return settings.apply(lambda s: getattr(s, name))
 
 
 class QueueRunApp(pulumi.ComponentResource):
@@ -162,7 +203,8 @@ class QueueRunApp(pulumi.ComponentResource):
         agent = self.pubsub_agent.member
 
         database_name = self._firestore(region)
-        self.service = self._service(region, project_id, audience, database_name)
+        user_key_env = self._user_key()
+        self.service = self._service(region, project_id, audience, database_name, user_key_env)
 
         self.queue_resources: dict[str, QueueResources] = {}
         for spec in self.specs:
@@ -347,12 +389,52 @@ class QueueRunApp(pulumi.ComponentResource):
         )
         return image.image_digest_ref
 
+    def _user_key(self) -> gcp.cloudrunv2.ServiceTemplateContainerEnvArgs:
+        """The app's user key (``QUEUERUN_USER_KEY``, see ``queuerun.user_seal``) in Secret Manager.
+
+        Only the runtime account may read it (``roles/secretmanager.secretAccessor`` on this secret, nothing
+        project-wide): no publisher can seal a job's user. Cloud Run resolves a secret environment variable
+        at instance start and checks at deploy that the service's account can read it; Google recommends a
+        pinned version there (https://cloud.google.com/run/docs/configuring/secrets), hence the version's
+        number and the service waiting for the grant.
+        """
+        n, app = self._name, self.app_name
+        key = UserKey(f"{n}-user-key-value", opts=self._kept)  # losing it strips the user of every job in flight
+        self.user_key_secret = gcp.secretmanager.Secret(
+            f"{n}-user-key",
+            secret_id=f"{app}-user-key",
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=self._labels,
+            project=self._project,
+            opts=self._kept,
+        )
+        version = gcp.secretmanager.SecretVersion(
+            f"{n}-user-key-version", secret=self.user_key_secret.id, secret_data=key.key, opts=self._kept
+        )
+        self._user_key_reader = gcp.secretmanager.SecretIamMember(
+            f"{n}-user-key-runtime-accessor",
+            secret_id=self.user_key_secret.id,
+            role=iam.SECRET_ACCESSOR,
+            member=self.runtime_account.member,
+            project=self._project,
+            opts=self._child,
+        )
+        return gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(
+            name=ENV.USER_KEY,
+            value_source=gcp.cloudrunv2.ServiceTemplateContainerEnvValueSourceArgs(
+                secret_key_ref=gcp.cloudrunv2.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs(
+                    secret=self.user_key_secret.secret_id, version=version.version
+                )
+            ),
+        )
+
     def _service(
         self,
         region: pulumi.Input[str],
         project_id: pulumi.Output[str],
         audience: pulumi.Output[str],
         database_name: pulumi.Input[str],
+        user_key_env: gcp.cloudrunv2.ServiceTemplateContainerEnvArgs,
     ) -> gcp.cloudrunv2.Service:
         a, door = self.args, self._door
         image: pulumi.Input[str]
@@ -373,6 +455,8 @@ class QueueRunApp(pulumi.ComponentResource):
             # Ordering keys are only ordered when every publish goes to one region.
             ENV.PUBSUB_ENDPOINT: pulumi.Output.from_input(region).apply(pubsub_endpoint),
         }
+        if a.allowed_origins:
+            managed[ENV.ALLOWED_ORIGINS] = ",".join(a.allowed_origins)
         env = {**a.env, **managed}
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
         return gcp.cloudrunv2.Service(
@@ -391,7 +475,11 @@ class QueueRunApp(pulumi.ComponentResource):
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=self.runtime_account.email,
                 timeout=_seconds(request_timeout),
-                max_instance_request_concurrency=a.container_concurrency,
+                max_instance_request_concurrency=(
+                    a.container_concurrency
+                    if a.container_concurrency is not None
+                    else default_container_concurrency(self.specs)
+                ),
                 scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
                     min_instance_count=a.min_instances,
                     max_instance_count=a.max_instances,
@@ -400,8 +488,12 @@ class QueueRunApp(pulumi.ComponentResource):
                     gcp.cloudrunv2.ServiceTemplateContainerArgs(
                         image=image,
                         envs=[
-                            gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
-                            for key in sorted(env)
+                            *(
+                                gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=env[key])
+                                for key in sorted(env)
+                                if key != ENV.USER_KEY  # the secret's, never a plain value
+                            ),
+                            user_key_env,
                         ],
                         ports=gcp.cloudrunv2.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
                         resources=gcp.cloudrunv2.ServiceTemplateContainerResourcesArgs(
@@ -412,21 +504,25 @@ class QueueRunApp(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=self._kept,
+            # Cloud Run refuses a revision whose account cannot read its secrets: the grant comes first.
+            opts=pulumi.ResourceOptions.merge(self._kept, pulumi.ResourceOptions(depends_on=[self._user_key_reader])),
         )
 
     def _queue(self, spec: QueueSpec, audience: pulumi.Output[str]) -> QueueResources:
         app, prefix = self.app_name, f"{self._name}-{names.resource_slug(spec.name)}"
+        # Names, ordering and the push route follow from the queue's name, which is always known.
+        settings = subscription_settings(app, QueueSpec(name=spec.name, delivery=spec.delivery))
+        s = _settings(app, spec)
         topic = gcp.pubsub.Topic(
             f"{prefix}-topic",
-            name=names.topic_id(app, spec.name),
+            name=settings.topic_id,
             project=self._project,
             labels=self._labels,
             opts=self._kept,
         )
         dead_letter_topic = gcp.pubsub.Topic(
             f"{prefix}-dlq",
-            name=names.dead_letter_topic_id(app, spec.name),
+            name=settings.dead_letter_topic_id,
             project=self._project,
             labels=self._labels,
             opts=self._kept,
@@ -434,47 +530,38 @@ class QueueRunApp(pulumi.ComponentResource):
         # A topic without a subscription drops what is published to it: dead letters need one.
         dead_letter_subscription = gcp.pubsub.Subscription(
             f"{prefix}-dlq-sub",
-            name=names.dead_letter_subscription_id(app, spec.name),
+            name=settings.dead_letter_subscription_id,
             topic=dead_letter_topic.id,
-            ack_deadline_seconds=60,
+            ack_deadline_seconds=settings.dead_letter_ack_deadline_seconds,
             message_retention_duration=DEAD_LETTER_RETENTION,
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
             project=self._project,
             labels=self._labels,
             opts=self._kept,
         )
-        push = spec.delivery == "push"
         push_config = None
-        if push:
+        if settings.push_route is not None:
             push_config = gcp.pubsub.SubscriptionPushConfigArgs(
-                push_endpoint=pulumi.Output.concat(self.service.uri, PUSH_ROUTE_PREFIX, names.route_slug(spec.name)),
+                push_endpoint=pulumi.Output.concat(self.service.uri, settings.push_route),
                 oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
                     service_account_email=self.push_account.email,
                     audience=audience,
                 ),
             )
-        ack_deadline: pulumi.Input[int] = (
-            spec.ack_deadline
-            if known(spec.timeout)
-            else pulumi.Output.from_input(spec.timeout).apply(
-                lambda t: dataclasses.replace(spec, timeout=t).ack_deadline
-            )
-        )
         subscription = gcp.pubsub.Subscription(
             f"{prefix}-sub",
-            name=names.subscription_id(app, spec.name),
+            name=settings.subscription_id,
             topic=topic.id,
-            ack_deadline_seconds=ack_deadline,
-            enable_message_ordering=spec.fifo,
-            # Pub/Sub never delivers push exactly once; FIFO push relies on Firestore completion records.
-            enable_exactly_once_delivery=bool(spec.exactly_once) and not push,
+            ack_deadline_seconds=_field(s, "ack_deadline_seconds"),
+            enable_message_ordering=settings.enable_message_ordering,
+            enable_exactly_once_delivery=_field(s, "enable_exactly_once_delivery"),
             retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(
-                minimum_backoff=_seconds(spec.min_backoff),
-                maximum_backoff=_seconds(spec.max_backoff),
+                minimum_backoff=_seconds(_field(s, "minimum_backoff")),
+                maximum_backoff=_seconds(_field(s, "maximum_backoff")),
             ),
             dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
                 dead_letter_topic=dead_letter_topic.id,
-                max_delivery_attempts=spec.max_attempts,
+                max_delivery_attempts=_field(s, "max_delivery_attempts"),
             ),
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
             push_config=push_config,

@@ -84,6 +84,10 @@ class QueueRunAppArgs:
     websockets: bool = False
     """The app's pages connect to ``/_ws`` for job notifications (``socket.send``): browsers must reach
     the service, so the component warns unless ``access="public"``."""
+    allowed_origins: Sequence[str] = ()
+    """Origins (``https://host[:port]``) besides the service's own whose pages may open ``/_ws``
+    (``QUEUERUN_ALLOWED_ORIGINS``); a handshake from any other site is refused before the app's hook
+    sees its cookies. ``"*"`` allows every site."""
     invoker_iam_disabled: bool = False
     """With ``access="public"``: turn Cloud Run's invoker check off instead of granting ``allUsers``, for
     organizations whose policy (domain restricted sharing) forbids ``allUsers``."""
@@ -93,9 +97,11 @@ class QueueRunAppArgs:
     min_instances: pulumi.Input[int] = 0
     """Minimum instances (0 scales to zero)."""
     max_instances: pulumi.Input[int] = 10
-    """Maximum instances: bounded so a retry storm cannot scale without limit."""
-    container_concurrency: pulumi.Input[int] = 80
-    """Concurrent requests per instance."""
+    """Maximum instances: bounded so a retry storm cannot scale without limit. With it, at most
+    ``max_instances x concurrency`` jobs of a queue run at once across the service."""
+    container_concurrency: pulumi.Input[int] | None = None
+    """Concurrent requests per instance; default: the push queues' ``concurrency`` summed, plus 80 for
+    HTTP endpoints, WebSockets and health checks (at most 1000)."""
     cpu: pulumi.Input[str] = "1"
     """CPU limit per instance."""
     memory: pulumi.Input[str] = "512Mi"

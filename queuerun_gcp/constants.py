@@ -10,6 +10,7 @@ import hashlib
 from typing import Final
 
 from queuerun import store_names
+from queuerun.topology import PUSH_PATH
 
 # Re-exported: the runtime writes these collections.
 DEDUPE_COLLECTION: Final = store_names.DEDUPE_COLLECTION
@@ -23,8 +24,8 @@ TYPE_TOKEN: Final = "queuerun:index:QueueRunApp"
 TTL_FIELD: Final = store_names.EXPIRES_FIELD
 TTL_COLLECTIONS: Final = store_names.TTL_COLLECTION_GROUPS
 
-# Pub/Sub pushes each queue's jobs to ``{service_uri}{PUSH_ROUTE_PREFIX}{queue}``.
-PUSH_ROUTE_PREFIX: Final = "/_pubsub/"
+# Pub/Sub pushes each queue's jobs to ``{service_uri}{PUSH_ROUTE_PREFIX}{queue}``: the runtime's route.
+PUSH_ROUTE_PREFIX: Final = PUSH_PATH
 
 # The functions-framework target the runtime provides (``queuerun.server.functions``), for users who
 # deploy with Google's own ``gcloud run deploy --function`` flow; the component's builds run the
@@ -68,6 +69,7 @@ REQUIRED_APIS: Final = (
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "firestore.googleapis.com",
+    "secretmanager.googleapis.com",  # the app's user key (QUEUERUN_USER_KEY)
 )
 SOURCE_BUILD_APIS: Final = (
     "cloudbuild.googleapis.com",

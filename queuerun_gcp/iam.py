@@ -4,7 +4,8 @@ Who gets what:
 
 - runtime service account: ``roles/pubsub.publisher`` on each of the app's topics,
   ``roles/pubsub.subscriber`` on pull subscriptions only, ``roles/datastore.user`` conditioned on the
-  app's Firestore database (Firestore grants only at project level; the condition narrows it);
+  app's Firestore database (Firestore grants only at project level; the condition narrows it),
+  ``roles/secretmanager.secretAccessor`` on the app's user-key secret only (the one reader of it);
 - push service account: ``roles/run.invoker`` on the app's service;
 - Pub/Sub service agent: ``roles/iam.serviceAccountTokenCreator`` on the push account (to mint its
   OIDC tokens), ``roles/pubsub.publisher`` on dead-letter topics, ``roles/pubsub.subscriber`` on source
@@ -35,6 +36,7 @@ DATASTORE_USER: Final = "roles/datastore.user"
 LOG_WRITER: Final = "roles/logging.logWriter"
 OBJECT_VIEWER: Final = "roles/storage.objectViewer"
 ARTIFACT_WRITER: Final = "roles/artifactregistry.writer"
+SECRET_ACCESSOR: Final = "roles/secretmanager.secretAccessor"
 ALL_USERS: Final = "allUsers"
 
 

@@ -56,6 +56,14 @@ class Mocks(pulumi.runtime.Mocks):
             rid = f"projects/{project}/subscriptions/{state['name']}"
         elif args.typ == "gcp:cloudrunv2/service:Service":
             state["uri"] = f"https://{state['name']}-abc123-uc.a.run.app"
+        elif args.typ.startswith(DYNAMIC_RESOURCE) and args.typ.endswith(":UserKey"):
+            state["key"] = f"mock-user-key-of-{args.name}-0123456789abcdef"  # the provider's random key, stood in
+        elif args.typ == "gcp:secretmanager/secret:Secret":
+            rid = f"projects/{project}/secrets/{state['secretId']}"
+            state["name"] = rid
+        elif args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
+            state["version"] = "1"
+            rid = f"{state['secret']}/versions/1"
         elif args.typ.startswith(DYNAMIC_RESOURCE) and "image" in state and "tag" in state:
             # A Cloud Build image: the digest depends on the tag only, so graphs stay reproducible.
             digest = hashlib.sha256(str(state["tag"]).encode()).hexdigest()
@@ -139,7 +147,7 @@ class Graph:
         for r in self.resources:
             if "IAMMember" in r.type or "IamMember" in r.type:
                 i = r.inputs
-                keys = ("topic", "subscription", "serviceAccountId", "bucket", "repository", "name")
+                keys = ("topic", "subscription", "serviceAccountId", "bucket", "repository", "secretId", "name")
                 target = next((i[k] for k in keys if i.get(k)), None)
                 out.append((r.type.split(":")[-1], str(target or i.get("project")), i["role"], i["member"]))
         return sorted(out)

@@ -216,6 +216,8 @@ def _max_instances(value: Any, args: QueueRunAppArgs, __: tuple[QueueSpec, ...])
 
 
 def _concurrency(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if value is None:
+        return None
     problem = _whole(1, 1000)(value)
     return f"container_concurrency {problem}" if problem else None
 
@@ -279,6 +281,18 @@ def _env(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | Non
     return None
 
 
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _allowed_origins(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    if isinstance(value, str) or not all(isinstance(o, str) for o in value):
+        return f"allowed_origins must be a list of origins like 'https://shop.example', got {value!r}"
+    bad = [o for o in value if o != "*" and not _ORIGIN_RE.fullmatch(o.rstrip("/"))]
+    if bad:
+        return f"allowed_origins must be 'scheme://host[:port]' (no path) or '*', got {bad!r}"
+    return None
+
+
 def _firestore_database(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
     if value is None or value == "(default)":
         return None
@@ -302,6 +316,7 @@ ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("source_package", _source_package),
     ArgRule("source_exclude", _source_exclude),
     ArgRule("env", _env),
+    ArgRule("allowed_origins", _allowed_origins),
     ArgRule("firestore_database", _firestore_database),
 )
 

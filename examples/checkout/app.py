@@ -37,7 +37,9 @@ class Order:
     email: str
 
 
-@app.queue("charge.fifo", timeout=30, dedupe_window=600, http=True, accepts=["application/json"])
+# public=True: the customer's browser posts the checkout form without signing in to this service. A queue
+# not declared public refuses anonymous requests (401), whatever the service's access setting.
+@app.queue("charge.fifo", timeout=30, dedupe_window=600, http=True, public=True, accepts=["application/json"])
 def charge(order: Order, meta: JobMetadata) -> None:
     gateway.charge(order.order_id, order.cents)
 

@@ -14,6 +14,7 @@ from .errors import (
     PushOutcomeUnknownError,
     QueueNotFoundError,
     QueueRunError,
+    Reject,
 )
 from .metadata import JobMetadata, JobSignal
 from .queue import Queue
@@ -34,6 +35,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueRunError",
     "QueueSpec",
+    "Reject",
     "queues",
     "socket",
 ]

@@ -8,6 +8,8 @@ network and cached as long as Google allows, shared with push verification: see
 :mod:`queuerun.server.oidc`), its expiry, its audience and its issuer, then answers:
 
     no Authorization header         None: the request is anonymous
+    a token Cloud Run checked        None (its signature is gone); on an IAM-protected service the
+      (SIGNATURE_REMOVED_BY_GOOGLE)    runtime names the invoker instead (queuerun.invoker)
     a valid token                   the user id: the ``sub`` claim, or the email with ``user_claim="email"``
     a bad, expired or foreign token AuthenticationError(401)
     a valid token of someone not    AuthenticationError(403)
@@ -26,6 +28,7 @@ Verification may fetch certificates, so the hook runs it in a worker thread and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -36,6 +39,8 @@ from .errors import AuthenticationError, ConfigurationError, PushAuthError, Requ
 from .server import oidc
 from .server.oidc import MAX_TOKEN_CHARS, GoogleCerts
 from .server.oidc import HttpRequest as CertsTransport
+
+log = logging.getLogger("queuerun.http")
 
 UserClaim = Literal["sub", "email"]
 SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
@@ -63,9 +68,11 @@ def decode_google_token(
             token, certs, audiences, clock_skew_in_seconds=clock_skew_in_seconds, label="ID token"
         )
     except PushAuthError as exc:
+        # The whole reason goes to the log; callers are not told which audience was expected.
+        log.info("ID token refused: %s", exc)
         if exc.status == 503:
-            raise RequestRejected(503, f"cannot verify ID tokens now, try again: {exc}") from None
-        raise AuthenticationError(str(exc)) from None
+            raise RequestRejected(503, "cannot verify ID tokens now, try again") from None
+        raise AuthenticationError(exc.public) from None
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,10 @@ class GoogleIdTokenAuth:
     async def __call__(self, request: HasHeaders) -> str | None:
         authorization = request.headers.get("authorization")
         if authorization is None:
+            return None
+        if authorization.strip().endswith("." + oidc.SIGNATURE_REMOVED):
+            # Cloud Run's invoker check took this token and removed its signature: it is not ours to verify.
+            # Anonymous here; on an IAM-protected service the runtime then names the invoker (queuerun.invoker).
             return None
         return await anyio.to_thread.run_sync(self.verify, authorization)
 

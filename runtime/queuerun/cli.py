@@ -196,6 +196,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         ("payload", _show(d.payload)),
     ):
         print(f"{key:>11}: {value}")
+    if d.traceback:
+        print(f"  traceback:\n{d.traceback}")
     return 0
 
 

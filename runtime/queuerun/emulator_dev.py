@@ -26,6 +26,7 @@ from typing import Any
 from . import emulators
 from .emulator_ledger import Ledger, Recovery, ensure_ledgers
 from .emulator_topology import ensure_topology
+from .hosting import warn_if_exposed
 from .server.redelivery import RedeliveryWatch
 from .settings import ENV
 
@@ -55,6 +56,8 @@ class _JobLine(logging.Formatter):
         reason = fields.get("error") or (record.getMessage() if fields.get("status") != "done" else "")
         if reason:
             parts.append(f"({reason})")
+        if record.exc_info and fields.get("status") == "dead":  # a dead letter's traceback, as on the embedded dev log
+            return " ".join(parts) + "\n" + self.formatException(record.exc_info)
         return " ".join(parts)
 
 
@@ -73,6 +76,7 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
     from .server.serve import BackgroundServer, load_app
 
     _job_lines()
+    warn_if_exposed(host, server="queuerun dev --emulators", insecure_push=True)
     # SIGTERM unwinds like Ctrl-C, at any point (even while the emulators start), so the
     # emulators this command started are always stopped.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from .emulator_topology import push_endpoint
 from .names import subscription_id, topic_id
 from .server.redelivery import REDELIVERY_HEADER, RedeliveryWatch
 from .wire import A_GROUP, A_SEQUENCE
@@ -294,7 +295,7 @@ class Ledger:
             "subscription": f"projects/{self.project}/subscriptions/{subscription_id(self.app.name, spec.name)}",
         }
         request = urllib.request.Request(
-            f"{self.push_url}/_pubsub/{spec.name}",
+            push_endpoint(self.push_url, spec.name),
             data=json.dumps(body).encode(),
             headers={"content-type": "application/json", REDELIVERY_HEADER: self.watch.token},
             method="POST",

@@ -1,14 +1,17 @@
 """Create an app's topics and subscriptions on the Pub/Sub emulator, from its queue declarations.
 
-The same declarations the Pulumi components read: per queue a topic, a push subscription to
-``<push_base_url>/_pubsub/<queue>`` (ordering on for FIFO, ack deadline and retry policy from the
-spec), a dead-letter topic and its pull subscription. Idempotent: on a second run existing
-resources are kept and push subscriptions are pointed at the new URL (a dev server on a new port).
+The settings come from :func:`queuerun.topology.subscription_settings`, the projection the Pulumi
+component deploys; :func:`subscription_request` departs from them only through the overrides named
+in :data:`~queuerun.topology.EMULATOR_GAPS`:
 
-The emulator cannot combine message ordering with a dead-letter policy (the subscription stalls
-once a message reaches its maximum attempts: see the reference notes), so on FIFO queues the
-policy is left out by default. The push server still dead-letters a FIFO job itself after
-``max_attempts`` failed deliveries it counted, so the group moves on.
+- ``fifo_dead_letter_policy``: the emulator cannot combine message ordering with a dead-letter
+  policy (the subscription stalls once a message reaches its maximum attempts: see the reference
+  notes), so FIFO subscriptions get none by default. The push server still dead-letters a FIFO job
+  itself after ``max_attempts`` failed deliveries it counted, so the group moves on.
+- ``pull_as_push``: pull queues are pushed to the dev server, which runs them like push queues.
+
+Idempotent: on a second run existing resources are kept and push subscriptions are pointed at the
+new URL (a dev server on a new port).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from .names import dead_letter_subscription_id, dead_letter_topic_id, subscription_id, topic_id
 from .spec import QueueSpec
+from .topology import PUSH_PATH, SubscriptionSettings, push_route, subscription_settings
 
 if TYPE_CHECKING:
     from .app import App
 
-PUSH_PATH = "/_pubsub/"
+__all__ = ["PUSH_PATH", "QueueTopology", "delete_topology", "ensure_topology", "push_endpoint", "subscription_request"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,46 @@ class QueueTopology:
 
 
 def push_endpoint(push_base_url: str, queue: str) -> str:
-    return push_base_url.rstrip("/") + PUSH_PATH + queue
+    return push_base_url.rstrip("/") + push_route(queue)
+
+
+def _duration(seconds: float) -> dict[str, int]:
+    """A protobuf Duration as a request field, sub-second part included (0.5 s is not 0 s)."""
+    whole = int(seconds)
+    return {"seconds": whole, "nanos": round((seconds - whole) * 1e9)}
+
+
+def subscription_request(
+    project: str,
+    settings: SubscriptionSettings,
+    *,
+    push_base_url: str,
+    dead_letter_on_fifo: bool = False,
+    oidc_service_account: str | None = None,
+    oidc_audience: str | None = None,
+) -> dict[str, Any]:
+    """The emulator's CreateSubscription request for one queue: ``settings`` with the named gaps applied."""
+    push_config: dict[str, Any] = {"push_endpoint": push_endpoint(push_base_url, settings.queue)}  # pull_as_push
+    if oidc_service_account:
+        push_config["oidc_token"] = {"service_account_email": oidc_service_account, "audience": oidc_audience or ""}
+    request: dict[str, Any] = {
+        "name": f"projects/{project}/subscriptions/{settings.subscription_id}",
+        "topic": f"projects/{project}/topics/{settings.topic_id}",
+        "push_config": push_config,
+        "ack_deadline_seconds": settings.ack_deadline_seconds,
+        "enable_message_ordering": settings.enable_message_ordering,
+        "retry_policy": {
+            "minimum_backoff": _duration(settings.minimum_backoff),
+            "maximum_backoff": _duration(settings.maximum_backoff),
+        },
+        "expiration_policy": {},  # never expire: an idle queue must not disappear
+    }
+    if not settings.enable_message_ordering or dead_letter_on_fifo:  # fifo_dead_letter_policy
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": f"projects/{project}/topics/{settings.dead_letter_topic_id}",
+            "max_delivery_attempts": settings.max_delivery_attempts,
+        }
+    return request
 
 
 def ensure_topology(
@@ -56,7 +99,6 @@ def ensure_topology(
     """Create (or update) every queue's resources on the emulator at ``emulator_host``."""
     from google.api_core.exceptions import AlreadyExists
     from google.cloud.pubsub_v1 import types
-    from google.protobuf import duration_pb2
 
     from .backends.gcp import make_publisher, make_subscriber
 
@@ -69,41 +111,30 @@ def ensure_topology(
     out: list[QueueTopology] = []
     try:
         for spec in queue_specs:
-            topic = f"projects/{project}/topics/{topic_id(name, spec.name)}"
-            dlq_topic = f"projects/{project}/topics/{dead_letter_topic_id(name, spec.name)}"
-            sub = f"projects/{project}/subscriptions/{subscription_id(name, spec.name)}"
-            dlq_sub = f"projects/{project}/subscriptions/{dead_letter_subscription_id(name, spec.name)}"
-            endpoint = push_endpoint(push_base_url, spec.name)
+            settings = subscription_settings(name, spec)
+            request = subscription_request(
+                project,
+                settings,
+                push_base_url=push_base_url,
+                dead_letter_on_fifo=dead_letter_on_fifo,
+                oidc_service_account=oidc_service_account,
+                oidc_audience=oidc_audience,
+            )
+            topic, sub, push_config = request["topic"], request["name"], request["push_config"]
+            endpoint = push_config["push_endpoint"]
+            dlq_topic = f"projects/{project}/topics/{settings.dead_letter_topic_id}"
+            dlq_sub = f"projects/{project}/subscriptions/{settings.dead_letter_subscription_id}"
             for path in (topic, dlq_topic):
                 with contextlib.suppress(AlreadyExists):
                     publisher.create_topic(name=path)
             with contextlib.suppress(AlreadyExists):
                 subscriber.create_subscription(
-                    request={"name": dlq_sub, "topic": dlq_topic, "ack_deadline_seconds": 60}
+                    request={
+                        "name": dlq_sub,
+                        "topic": dlq_topic,
+                        "ack_deadline_seconds": settings.dead_letter_ack_deadline_seconds,
+                    }
                 )
-            push_config: dict[str, Any] = {"push_endpoint": endpoint}
-            if oidc_service_account:
-                push_config["oidc_token"] = {
-                    "service_account_email": oidc_service_account,
-                    "audience": oidc_audience or "",
-                }
-            request: dict[str, Any] = {
-                "name": sub,
-                "topic": topic,
-                "push_config": push_config,
-                "ack_deadline_seconds": spec.ack_deadline,
-                "enable_message_ordering": spec.fifo,
-                "retry_policy": {
-                    "minimum_backoff": duration_pb2.Duration(seconds=int(spec.min_backoff)),
-                    "maximum_backoff": duration_pb2.Duration(seconds=int(spec.max_backoff)),
-                },
-                "expiration_policy": {},  # never expire: an idle queue must not disappear
-            }
-            if not spec.fifo or dead_letter_on_fifo:
-                request["dead_letter_policy"] = {
-                    "dead_letter_topic": dlq_topic,
-                    "max_delivery_attempts": spec.max_attempts,
-                }
             try:
                 subscriber.create_subscription(request=request)
             except AlreadyExists:

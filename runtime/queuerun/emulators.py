@@ -242,6 +242,10 @@ def stop(emulator: Emulator, grace: float = STOP_GRACE) -> None:
             os.killpg(pgid, signal.SIGKILL)
         # SIGKILL cannot be ignored, but a loaded machine may take a while to tear a JVM down.
         _wait_group_gone(emulator, max(grace, 15.0))
+    # The group check skips zombies, so the launcher may have exited without being reaped yet: reap it
+    # (its exit is certain once the group is gone, so this does not block).
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        emulator.process.wait(timeout=5.0)
 
 
 def reset_firestore(emulator: Emulator) -> None:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from .context import current_user
 from .errors import (
     AuthenticationError,
+    AuthenticationHookError,
     ConfigurationError,
     PayloadError,
     PayloadTooLargeError,
@@ -32,6 +33,8 @@ from .errors import (
     RequestRejected,
 )
 from .forms import parse_body
+from .hosting import anonymous_allowed
+from .invoker import cloud_run_invoker, iam_checked
 
 if TYPE_CHECKING:
     from starlette.requests import Request as StarletteRequest
@@ -78,19 +81,44 @@ def _reject(status: int, message: str, **headers: str) -> HttpResponse:
 
 
 async def authenticate(app: App, request: HttpRequest) -> str | None:
-    """Run the app's hook: a user id, None for anonymous. AuthenticationError passes through."""
-    if app.authenticate is None:
-        return None
-    result = app.authenticate(request)
-    if inspect.isawaitable(result):
-        result = await result
-    if result is not None and not isinstance(result, str):
-        raise ConfigurationError(f"app {app.name!r}: authenticate must return a user id string or None, got {result!r}")
-    return result
+    """The request's user id, None for anonymous. AuthenticationError passes through.
+
+    The app's hook decides; where it finds no user and Cloud Run's invoker check admitted the request
+    (an IAM-protected service), the user is the invoker's verified email (see :mod:`queuerun.invoker`).
+    """
+    user: str | None = None
+    if app.authenticate is not None:
+        result = app.authenticate(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and not isinstance(result, str):
+            # The value may be anything the app holds (a session, a record): its type only, in the log only.
+            raise AuthenticationHookError(
+                f"app {app.name!r}: authenticate must return a user id string or None, got a {type(result).__name__}"
+            )
+        user = result
+    if user is None and iam_checked(app.settings):
+        user = cloud_run_invoker(request.headers)
+    return user
 
 
-async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> HttpResponse:
-    """Queue one job from a request. Never raises: every failure is a response with a clear message."""
+def anonymous_refused(queue: str) -> HttpResponse:
+    return _reject(
+        401,
+        f"queue {queue!r} is not public: sign in (the app's authenticate hook found no user), "
+        "or declare the queue public=True",
+        **{"www-authenticate": "Bearer"},
+    )
+
+
+async def handle(
+    queue: Queue, request: HttpRequest, segments: list[str], *, allow_anonymous: bool = False
+) -> HttpResponse:
+    """Queue one job from a request. Never raises: every failure is a response with a clear message.
+
+    An anonymous request (no hook, or the hook returned None) reaches only a queue declared
+    ``public=True``, unless ``allow_anonymous`` (development: see :mod:`queuerun.hosting`).
+    """
     spec = queue.spec
     if len(segments) > (2 if spec.fifo else 0):
         return _reject(404, f"queue {spec.name!r}: no such route {request.path!r}")
@@ -100,6 +128,8 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
         return _reject(400, f"queue {spec.name!r} is FIFO: POST to <route>/<group>[/<dedupe id>] (group is missing)")
     try:
         user = await authenticate(queue.app, request)
+        if user is None and not spec.public and not allow_anonymous:
+            return anonymous_refused(spec.name)
         payload = parse_body(spec.name, request.headers.get("content-type"), request.body, spec.accepts)
         ref = queue
         params = dict(request.query)
@@ -116,6 +146,9 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
             current_user.reset(token)
     except AuthenticationError as exc:
         return _reject(exc.status, str(exc), **({"www-authenticate": "Bearer"} if exc.status == 401 else {}))
+    except AuthenticationHookError as exc:  # the app's fault: a server error, and the client learns nothing
+        log.error("queue %s: %s", spec.name, exc)
+        return _reject(500, f"queue {spec.name!r}: internal error, the job was not queued")
     except RequestRejected as exc:
         return _reject(exc.status, str(exc))
     except PayloadTooLargeError as exc:
@@ -125,8 +158,9 @@ async def handle(queue: Queue, request: HttpRequest, segments: list[str]) -> Htt
     except ConfigurationError as exc:
         return _reject(400, str(exc))
     except (PushError, QueueNotFoundError) as exc:  # QueueNotFoundError here: the topic is missing
+        # The cause goes to the log only: it can name the project, topic paths or accounts.
         log.warning("queue %s: push failed: %s", spec.name, exc)
-        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again ({exc})", **{"retry-after": "1"})
+        return _reject(503, f"queue {spec.name!r}: the job was not queued, try again", **{"retry-after": "1"})
     except Exception:  # a fault of ours or of a store: the client may retry, and must not see a 500
         log.exception("queue %s: could not queue the job", spec.name)
         return _reject(503, f"queue {spec.name!r}: the job was not queued, try again", **{"retry-after": "1"})
@@ -165,10 +199,32 @@ async def send_response(send: Send, response: HttpResponse) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
+# Headers whose second copy could make two readers disagree on who is calling: refused, never picked from.
+SINGLE_HEADERS: Final = {"authorization": "Authorization", "x-serverless-authorization": "X-Serverless-Authorization"}
+
+
+def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as one value per lowercase name, resolved the same way for every reader.
+
+    Two ``Authorization`` (or ``X-Serverless-Authorization``) headers are refused (RequestRejected 400):
+    the hook, Cloud Run and a framework could each take a different one. Several ``Cookie`` headers
+    are joined with ``"; "``, as HTTP/2 requires of a split cookie header (RFC 9113, 8.2.3). For any
+    other name the last value is kept.
+    """
     headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
+    for raw_name, value in pairs:
+        name = raw_name.lower()
+        if name in headers and name in SINGLE_HEADERS:
+            raise RequestRejected(400, f"the request has more than one {SINGLE_HEADERS[name]} header: send one")
+        if name in headers and name == "cookie":
+            value = f"{headers[name]}; {value}"
+        headers[name] = value
+    return headers
+
+
+def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
+    """The request as the hook sees it. Raises RequestRejected 400 for duplicate credentials (:func:`header_map`)."""
+    headers = header_map((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", []))
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
     client = scope.get("client")
     return HttpRequest(
@@ -200,6 +256,7 @@ async def serve_asgi(
     *,
     find: Callable[[list[str]], tuple[Queue, list[str]] | HttpResponse],
     max_body: int,
+    allow_anonymous: bool = False,
 ) -> None:
     """Shared ASGI plumbing: resolve the queue, bound the body, call :func:`handle`."""
     path = relative_path(scope)
@@ -220,7 +277,12 @@ async def serve_asgi(
     if body is None:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    await send_response(send, await handle(queue, scope_request(scope, body, path), segments))
+    try:
+        request = scope_request(scope, body, path)
+    except RequestRejected as exc:
+        await send_response(send, _reject(exc.status, f"queue {queue.name!r}: {exc}"))
+        return
+    await send_response(send, await handle(queue, request, segments, allow_anonymous=allow_anonymous))
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
@@ -241,19 +303,28 @@ def _too_large(queue: str, limit: int) -> HttpResponse:
 class QueueHttp:
     """``queue.http``: an ASGI app for one queue, mountable in Starlette or FastAPI; ``flask_view()`` for Flask."""
 
-    def __init__(self, queue: Queue, *, max_body: int | None = None) -> None:
+    def __init__(self, queue: Queue, *, max_body: int | None = None, allow_anonymous: bool | None = None) -> None:
+        """``allow_anonymous`` defaults to the ``QUEUERUN_ALLOW_ANONYMOUS`` setting (refused on managed hosts)."""
         if not queue.spec.http:
             raise ConfigurationError(
                 f"queue {queue.name!r}: declare it with http=True to expose it over HTTP (http is False)"
             )
         self.queue = queue
         self.max_body = max_body or queue.app.http_max_body
+        self.allow_anonymous = anonymous_allowed() if allow_anonymous is None else allow_anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http":
-            await serve_asgi(scope, receive, send, find=lambda segments: (self.queue, segments), max_body=self.max_body)
+            await serve_asgi(
+                scope,
+                receive,
+                send,
+                find=lambda segments: (self.queue, segments),
+                max_body=self.max_body,
+                allow_anonymous=self.allow_anonymous,
+            )
 
     def flask_view(self) -> Callable[..., Any]:
         """A Flask view function: ``flask_app.add_url_rule("/x/<group>", view_func=q.http.flask_view(), ...)``."""
@@ -270,16 +341,21 @@ class QueueHttp:
                 if len(body) > self.max_body:
                     result = _too_large(self.queue.name, self.max_body)
                 else:
-                    req = HttpRequest(
-                        method=request.method,
-                        path=request.path,
-                        headers={k.lower(): v for k, v in request.headers.items()},
-                        query={k: v for k, v in request.args.items()},
-                        body=body,
-                        client=request.remote_addr,
-                    )
-                    segments = [s for s in (group, dedupe) if s is not None]
-                    result = asyncio.run(handle(self.queue, req, segments))
+                    try:
+                        headers = header_map(request.headers.items())
+                    except RequestRejected as exc:
+                        result = _reject(exc.status, f"queue {self.queue.name!r}: {exc}")
+                    else:
+                        req = HttpRequest(
+                            method=request.method,
+                            path=request.path,
+                            headers=headers,
+                            query={k: v for k, v in request.args.items()},
+                            body=body,
+                            client=request.remote_addr,
+                        )
+                        segments = [s for s in (group, dedupe) if s is not None]
+                        result = asyncio.run(handle(self.queue, req, segments, allow_anonymous=self.allow_anonymous))
             return Response(
                 result.encoded(), status=result.status, headers=dict(result.headers), content_type="application/json"
             )
@@ -291,8 +367,10 @@ class QueueHttp:
 class AppHttp:
     """Every ``http=True`` queue of an app, at ``/<queue name>[/<group>[/<dedupe id>]]``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, allow_anonymous: bool | None = None) -> None:
+        """``allow_anonymous`` defaults to the ``QUEUERUN_ALLOW_ANONYMOUS`` setting (refused on managed hosts)."""
         self.app = app
+        self.allow_anonymous = anonymous_allowed() if allow_anonymous is None else allow_anonymous
 
     def _find(self, segments: list[str]) -> tuple[Queue, list[str]] | HttpResponse:
         if not segments:
@@ -307,7 +385,14 @@ class AppHttp:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http":
-            await serve_asgi(scope, receive, send, find=self._find, max_body=self.app.http_max_body)
+            await serve_asgi(
+                scope,
+                receive,
+                send,
+                find=self._find,
+                max_body=self.app.http_max_body,
+                allow_anonymous=self.allow_anonymous,
+            )
 
     async def respond(self, request: StarletteRequest, path: str) -> StarletteResponse:
         """For hosts that hand over a Starlette request (functions-framework): same routes and answers."""
@@ -336,8 +421,12 @@ class AppHttp:
                 if len(body) > limit:
                     result = _too_large(queue.name, limit)
                 else:
-                    req = scope_request(request.scope, bytes(body), path)
-                    result = await handle(queue, req, segments)
+                    try:
+                        req = scope_request(request.scope, bytes(body), path)
+                    except RequestRejected as exc:
+                        result = _reject(exc.status, f"queue {queue.name!r}: {exc}")
+                    else:
+                        result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
         return Response(
             result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
         )

@@ -2,6 +2,7 @@
 
     QueueRunError
     ├── ConfigurationError        bad app/queue names, out-of-range options, bad settings
+    │   └── AuthenticationHookError  the authenticate hook returned a non-string (a server error, 500)
     ├── QueueNotFoundError        no queue declared under that name (also a LookupError)
     ├── PushError                 the job could not be queued; the cause is chained
     │   ├── PushOutcomeUnknownError  Pub/Sub did not answer in time: the job may be queued
@@ -12,8 +13,9 @@
     │   ├── JobTimeoutError       the handler ran past the queue's timeout
     │   ├── PayloadValidationError  payload does not fit the handler's typed parameter
     │   │                            (never retried: it goes straight to dead letters)
-    │   └── UndecodableJobError   a delivered message cannot become a job at all
-    │                                (never retried: dead-lettered at once, with the reason)
+    │   ├── UndecodableJobError   a delivered message cannot become a job at all
+    │   │                            (never retried: dead-lettered at once, with the reason)
+    │   └── Reject                raised by a handler: dead-letter this job now, no retry (.reason)
     ├── DrainTimeoutError         local.drain() gave up with jobs still pending
     ├── PushAuthError             a Pub/Sub push request failed OIDC verification
     │                                (.status: 401 bad token, 403 wrong caller, 503 certs unavailable)
@@ -100,16 +102,40 @@ class UndecodableJobError(JobError, ValueError):
     """A delivered message cannot become a job (bad payload or attributes). Not retried: its bytes never change."""
 
 
+class Reject(JobError):
+    """Raise from a handler to dead-letter the job at once, without retrying it, on every backend.
+
+    ``raise Reject("card declined")``: for jobs that can never succeed (retrying would only repeat
+    the failure). The reason is the dead letter's error; the job can still be replayed from there.
+    """
+
+    def __init__(self, reason: str = "rejected by the handler") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class DrainTimeoutError(QueueRunError, TimeoutError):
     """``drain()`` ran out of time while jobs were still pending or running."""
 
 
 class PushAuthError(QueueRunError):
-    """A Pub/Sub push request failed OIDC verification; ``status`` is the HTTP status to answer."""
+    """A Pub/Sub push request failed OIDC verification; ``status`` is the HTTP status to answer.
 
-    def __init__(self, status: int, message: str) -> None:
+    The message (for logs) may name the expected audience and service account; ``public`` is what the
+    caller is told, which names neither.
+    """
+
+    def __init__(self, status: int, message: str, *, public: str | None = None) -> None:
         self.status = status
+        self._public = public
         super().__init__(message)
+
+    @property
+    def public(self) -> str:
+        """The message without what the server expected (``..., expected X`` is cut off)."""
+        if self._public is not None:
+            return self._public
+        return str(self).split(", expected", 1)[0]
 
 
 class EnvelopeError(QueueRunError):
@@ -136,6 +162,13 @@ class AuthenticationError(QueueRunError):
             raise ValueError(f"AuthenticationError status must be 401 or 403, got {status!r}")
         self.status = status
         super().__init__(message)
+
+
+class AuthenticationHookError(ConfigurationError):
+    """An App's ``authenticate`` hook returned something other than a user id string or None.
+
+    A fault of the app, not of the request: the server answers 500 and tells the caller nothing more.
+    """
 
 
 class BuildError(QueueRunError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .context import JobContext, job_context
-from .errors import JobTimeoutError, PayloadValidationError
+from .errors import JobTimeoutError, PayloadValidationError, Reject
 from .metadata import JobMetadata
 
 Handler = Callable[..., Any]
@@ -153,7 +153,7 @@ async def run_handler(
                     future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved"
                     return outcome
                 future.result()
-    except PayloadValidationError as exc:
+    except (PayloadValidationError, Reject) as exc:  # retrying cannot help: dead-letter now
         return Outcome("dead", exc, time.monotonic() - start)
     except Exception as exc:
         return Outcome("retry", exc, time.monotonic() - start)

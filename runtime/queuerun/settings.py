@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from .errors import ConfigurationError
@@ -31,6 +31,12 @@ class ENV:
     STATE_FILE: Final = "QUEUERUN_STATE_FILE"  # embedded backend: SQLite file for durable state
     CLOUD_RUN_SERVICE: Final = "K_SERVICE"  # set by Cloud Run itself
     ENV_FILE: Final = "QUEUERUN_ENV_FILE"  # the CLI's --env-file: settings of a deployed app
+    # "1": anonymous requests reach HTTP queues not declared public; development only (see hosting.py)
+    ALLOW_ANONYMOUS: Final = "QUEUERUN_ALLOW_ANONYMOUS"
+    # comma-separated origins (scheme://host[:port]) whose pages may open /_ws besides the same origin
+    ALLOWED_ORIGINS: Final = "QUEUERUN_ALLOWED_ORIGINS"
+    # the app's key that seals a job's user (see user_seal.py); from Secret Manager on Google Cloud
+    USER_KEY: Final = "QUEUERUN_USER_KEY"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -70,6 +76,8 @@ class Settings:
     push_auth: PushAuth = "verify"
     state_file: str | None = None
     cloud_run_service: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    user_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log line
 
     @property
     def on_cloud_run(self) -> bool:
@@ -121,4 +129,6 @@ class Settings:
             push_auth=push_auth,  # type: ignore[arg-type]  # checked above
             state_file=env.get(ENV.STATE_FILE) or None,
             cloud_run_service=service,
+            user_key=env.get(ENV.USER_KEY) or None,
+            allowed_origins=tuple(o.strip() for o in env.get(ENV.ALLOWED_ORIGINS, "").split(",") if o.strip()),
         )

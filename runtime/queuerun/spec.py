@@ -173,7 +173,9 @@ def _exactly_once(value: Any, options: Mapping[str, Any]) -> str | None:
 
 RULES: Final[tuple[Rule, ...]] = (
     Rule("timeout", _timeout),
-    Rule("max_attempts", _int_range(5, 100)),  # Pub/Sub dead-letter policy range
+    # The runtime dead-letters on the last attempt itself, so 1-4 work too; Pub/Sub's dead-letter
+    # policy (5-100) is only the backstop, given max(5, max_attempts): see dead_letter_policy_attempts.
+    Rule("max_attempts", _int_range(1, 100)),
     Rule("min_backoff", _number(0, 600)),  # Pub/Sub retry policy range
     Rule("max_backoff", _max_backoff),
     Rule("dedupe_window", _number(0, 7 * 24 * 3600, lo_open=True)),

@@ -162,6 +162,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Pat
     port = _free_port()
     state = tmp_path / "dev.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    env["QUEUERUN_ALLOW_ANONYMOUS"] = "1"  # these tests are about the dev server, not about access
     proc = spawn_dev([APP, "--port", str(port), "--state", str(state), "--no-reload"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -223,6 +224,7 @@ def test_dev_server_reloads_when_the_code_changes(tmp_path: Path) -> None:
     (tmp_path / "reloading.py").write_text(APP_SOURCE)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUERUN_")}
+    env["QUEUERUN_ALLOW_ANONYMOUS"] = "1"  # these tests are about the dev server, not about access
     proc = spawn_dev(["reloading:app", "--port", str(port)], cwd=tmp_path, env=env)
     url = f"http://127.0.0.1:{port}/queues/second"
 

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.emulators
 @contextlib.contextmanager
 def dev_on_emulators(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
-    proc = spawn_dev([APP, "--emulators", "--port", str(port)], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)})
+    dev_env = {**env, "PYTHONPATH": str(ROOT), "QUEUERUN_ALLOW_ANONYMOUS": "1"}  # these tests are not about access
+    proc = spawn_dev([APP, "--emulators", "--port", str(port)], cwd=cwd, env=dev_env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, timeout=60)

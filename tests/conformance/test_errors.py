@@ -55,8 +55,8 @@ def test_bad_queue_names(bad: str) -> None:
         ({"timeout": 0}, "timeout must be more than 0 and at most 590, got 0"),
         ({"timeout": 600}, "timeout must be more than 0 and at most 590, got 600"),
         ({"timeout": "60"}, "timeout must be a number of seconds, got '60'"),
-        ({"max_attempts": 4}, "max_attempts must be between 5 and 100, got 4"),
-        ({"max_attempts": 101}, "max_attempts must be between 5 and 100, got 101"),
+        ({"max_attempts": 0}, "max_attempts must be between 1 and 100, got 0"),
+        ({"max_attempts": 101}, "max_attempts must be between 1 and 100, got 101"),
         ({"min_backoff": -1}, "min_backoff must be at least 0 and at most 600, got -1"),
         ({"max_backoff": 601}, "max_backoff must be at least 0 and at most 600, got 601"),
         ({"min_backoff": 20, "max_backoff": 10}, "max_backoff must be at least min_backoff (20), got 10"),
@@ -79,5 +79,5 @@ def test_out_of_range_options(options: dict[str, Any], fragment: str) -> None:
 def test_every_problem_is_reported_at_once() -> None:
     app = App("many")
     with pytest.raises(ConfigurationError) as err:
-        app.queue("bad name", timeout=-1, max_attempts=1)
+        app.queue("bad name", timeout=-1, max_attempts=0)
     assert len(err.value.problems) == 3

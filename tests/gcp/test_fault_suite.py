@@ -44,8 +44,8 @@ def test_a_push_server_killed_twice_mid_job_loses_no_job_the_ledger_recovers_wha
         emulator_env, pubsub_emulator.project, pubsub_emulator.host, tmp_path, fifo=False, jobs=12, kills=2
     )
     print(tally.line())
-    # A standard job is at least once: one killed between its handler's return and its completion
-    # record runs again (the window the README states), so doubles are bounded, not zero.
+    # A standard job is at least once: one killed between its handler's return and its acknowledgement
+    # runs again (README's semantics table), so doubles are bounded (one per kill), not zero.
     assert (tally.pushed, tally.completed, tally.dead, tally.lost) == (12, 12, 0, 0)
     assert tally.doubled <= 2
 

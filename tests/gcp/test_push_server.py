@@ -19,8 +19,16 @@ from queuerun import App, JobMetadata
 from queuerun.server.app import ACK_STATUS, PushServer, create_push_app
 from queuerun.server.logs import TRACE_KEY, CloudLoggingFormatter, trace_fields
 from queuerun.server.oidc import PushTokenVerifier
+from queuerun.user_seal import A_USER_SEAL, UserSeal
 
-SETTINGS = {"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "test-project"}
+# Insecure push is the emulator's mode and needs an emulator host; nothing here connects to it (loopback).
+USER_KEY = "test-user-key-" + "k" * 32
+SETTINGS = {
+    "QUEUERUN_INSECURE_PUSH": "1",
+    "GOOGLE_CLOUD_PROJECT": "test-project",
+    "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+    "QUEUERUN_USER_KEY": USER_KEY,
+}
 
 
 def envelope(data: bytes = b'{"a":1}', attributes: dict[str, str] | None = None, message_id: str = "101") -> bytes:
@@ -59,7 +67,14 @@ def test_ack_status_is_one_both_pubsub_and_its_emulator_accept() -> None:
 def test_a_pushed_job_runs_with_its_metadata_and_is_acked() -> None:
     calls = Calls()
     app = make_app(calls)
-    attrs = {"qr-queued-at": "2024-05-01T11:59:00+00:00", "qr-user": "u1", "qr-param-source": "web"}
+    attrs = {
+        "qr-content-type": "application/json",
+        "qr-queued-at": "2024-05-01T11:59:00+00:00",
+        "qr-user": "u1",
+        "qr-param-source": "web",
+    }
+    # A user is believed only under the app's seal (queuerun.user_seal), which the pushing runtime adds.
+    attrs[A_USER_SEAL] = UserSeal(USER_KEY.encode(), app.name).seal(attrs, b'{"a":1}')
     with TestClient(create_push_app(app)) as client:
         response = client.post("/_pubsub/emails", content=envelope(attributes=attrs))
     assert response.status_code == 204
@@ -142,7 +157,7 @@ def test_an_oversized_body_gets_413_before_it_is_read_whole() -> None:
 def test_health_route_answers_without_touching_a_backend() -> None:
     with TestClient(create_push_app(make_app(Calls()))) as client:
         response = client.get("/_health")
-    assert response.status_code == 200 and response.json()["app"] == "shop"
+    assert response.status_code == 200 and response.json() == {"status": "ok"}  # health, nothing else
 
 
 def test_trace_header_becomes_cloud_logging_fields() -> None:
@@ -177,6 +192,9 @@ def test_job_logs_are_json_lines_cloud_logging_understands() -> None:
     assert (line["queue"], line["job_id"], line["status"]) == ("emails", "101", "retry")
     assert line[TRACE_KEY] == "projects/test-project/traces/abcdef0123456789abcdef0123456789"
     assert "handler failed" in line["message"]
+    # Error Reporting groups entries by the stack_trace field: the handler's own frame is in it.
+    assert line["stack_trace"].startswith("Traceback (most recent call last):")
+    assert "in handle" in line["stack_trace"] and line["stack_trace"].endswith("RuntimeError: handler failed")
 
 
 # -- OIDC -------------------------------------------------------------------------------------

@@ -119,7 +119,10 @@ import time
 from pathlib import Path
 from queuerun import App
 
-app = App("sigterm", settings={"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "test-project"})
+app = App(
+    "sigterm",
+    settings={"QUEUERUN_INSECURE_PUSH": "1", "GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": "127.0.0.1:9"},
+)
 
 @app.queue("slow")
 def slow(job):

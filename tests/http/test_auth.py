@@ -47,7 +47,7 @@ def serve(**hook_options: Any) -> Iterator[tuple[TestClient, list[JobMetadata]]]
     app = App("web", authenticate=google_id_token(CLIENT_ID, **hook_options))
     seen: list[JobMetadata] = []
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any, meta: JobMetadata) -> None:
         seen.append(meta)
 

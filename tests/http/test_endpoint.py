@@ -23,15 +23,15 @@ def build_app(**app_options: Any) -> tuple[App, Seen]:
     app = App("web", **app_options)
     seen: Seen = []
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any, meta: JobMetadata) -> None:
         seen.append(("tasks", payload, meta))
 
-    @app.queue("updates.fifo", http=True)
+    @app.queue("updates.fifo", http=True, public=True)
     def updates(payload: Any, meta: JobMetadata) -> None:
         seen.append(("updates.fifo", payload, meta))
 
-    @app.queue("jsononly", http=True, accepts=["application/json"])
+    @app.queue("jsononly", http=True, public=True, accepts=["application/json"])
     def jsononly(payload: Any, meta: JobMetadata) -> None:
         seen.append(("jsononly", payload, meta))
 
@@ -191,7 +191,7 @@ def test_authenticated_user_reaches_the_job_and_its_children() -> None:
     def child(payload: Any, meta: JobMetadata) -> None:
         children.append(meta.user)
 
-    @app.queue("parent", http=True)
+    @app.queue("parent", http=True, public=True)
     def parent(payload: Any, meta: JobMetadata) -> None:
         child.push("from parent")
 

@@ -14,11 +14,11 @@ from queuerun.endpoint import AppHttp
 app = App("fuzz", http_max_body=4096)
 
 
-@app.queue("plain", http=True)
+@app.queue("plain", http=True, public=True)
 def plain(payload: Any) -> None: ...
 
 
-@app.queue("ordered.fifo", http=True, accepts=["application/json", "text/plain"])
+@app.queue("ordered.fifo", http=True, public=True, accepts=["application/json", "text/plain"])
 def ordered(payload: Any) -> None: ...
 
 

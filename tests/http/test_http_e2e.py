@@ -59,11 +59,11 @@ def build_app(settings: dict[str, str]) -> tuple[App, Shop]:
     app = App(f"h{uuid.uuid4().hex[:10]}", authenticate=bearer_auth, settings=settings)
     shop = Shop(app, httpx.Client(trust_env=False))  # loopback only: no proxy from the environment
 
-    @app.queue("tasks", http=True)
+    @app.queue("tasks", http=True, public=True)
     def tasks(payload: Any, meta: JobMetadata) -> None:
         shop.record("tasks", payload, meta)
 
-    @app.queue("updates.fifo", http=True)
+    @app.queue("updates.fifo", http=True, public=True)
     def updates(payload: Any, meta: JobMetadata) -> None:
         shop.record("updates.fifo", payload, meta)
 
@@ -71,7 +71,7 @@ def build_app(settings: dict[str, str]) -> tuple[App, Shop]:
     def followups(payload: Any, meta: JobMetadata) -> None:
         shop.record("followups", payload, meta)
 
-    @app.queue("orders", http=True)
+    @app.queue("orders", http=True, public=True)
     async def orders(payload: Any, meta: JobMetadata) -> None:
         shop.record("orders", payload, meta)
         await followups.apush({"order": payload["id"]})

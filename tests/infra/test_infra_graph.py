@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from queuerun import names
+from queuerun.errors import ConfigurationError
 from queuerun.settings import ENV
 from queuerun.spec import make_spec
 from queuerun_gcp import DEDUPE_COLLECTION, DONE_COLLECTION, TTL_FIELD, TYPE_TOKEN, QueueRunApp
@@ -39,6 +40,7 @@ APIS = {
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "firestore.googleapis.com",
+    "secretmanager.googleapis.com",
 }
 SOURCE_APIS = {"cloudbuild.googleapis.com", "artifactregistry.googleapis.com", "storage.googleapis.com"}
 FIFO_SLUG = "update-profile-fifo-859e77"  # resource_slug("update_profile.fifo")
@@ -74,6 +76,10 @@ APP_CHILDREN = {
     ("gcp:storage/bucketIAMMember:BucketIAMMember", "shop-build-source-reader"),
     ("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "shop-build-image-writer"),
     (BUILD_TYPE, "shop-image"),
+    ("pulumi-python:dynamic/queuerun:UserKey", "shop-user-key-value"),
+    ("gcp:secretmanager/secret:Secret", "shop-user-key"),
+    ("gcp:secretmanager/secretVersion:SecretVersion", "shop-user-key-version"),
+    ("gcp:secretmanager/secretIamMember:SecretIamMember", "shop-user-key-runtime-accessor"),
     *(("gcp:projects/service:Service", f"shop-api-{api.split('.')[0]}") for api in APIS | SOURCE_APIS),
 }
 
@@ -170,7 +176,8 @@ def test_service_runs_as_runtime_account_with_timeout_covering_every_ack_deadlin
     assert timeout >= max(s.ack_deadline for s in shop_specs())
     assert timeout <= CLOUD_RUN_TIMEOUT_MAX
     assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 10}
-    assert template["maxInstanceRequestConcurrency"] == 80
+    # Room for every push queue's concurrency (3 queues x 10) plus 80 for HTTP and WebSockets.
+    assert template["maxInstanceRequestConcurrency"] == sum(s.concurrency for s in shop_specs()) + 80 == 110
     assert template["containers"][0]["ports"] == {"containerPort": 8080}
 
 
@@ -196,7 +203,7 @@ def test_access_decides_ingress_invokers_and_how_push_tokens_are_checked(
 ) -> None:
     g = build(lambda: QueueRunApp("shop", **shop_args(access=access, invoker_iam_disabled=disabled)))
     service = g.named("shop-service").inputs
-    env = {e["name"]: e["value"] for e in service["template"]["containers"][0]["envs"]}
+    env = {e["name"]: e["value"] for e in service["template"]["containers"][0]["envs"] if "value" in e}
     assert service["ingress"] == ingress
     assert service["invokerIamDisabled"] is disabled
     assert any(b[3] == "allUsers" for b in g.iam_bindings()) is all_users
@@ -211,7 +218,7 @@ def test_service_declares_the_push_audience_as_a_custom_audience(graph: Graph) -
 
 def test_service_environment_is_what_the_runtime_reads(graph: Graph) -> None:
     envs = graph.named("shop-service").inputs["template"]["containers"][0]["envs"]
-    env = {e["name"]: e["value"] for e in envs}
+    env = {e["name"]: e["value"] for e in envs if "value" in e}
     assert set(env) <= set(ENV.names())
     assert env == {
         ENV.BACKEND: "gcp",
@@ -300,6 +307,12 @@ def test_every_iam_binding(graph: Graph) -> None:
             ("BucketIAMMember", graph.named("shop-source").inputs["name"], "roles/storage.objectViewer", BUILD),
             ("RepositoryIamMember", "shop-queuerun", "roles/artifactregistry.writer", BUILD),
             ("ServiceIamMember", "shop", "roles/run.invoker", PUSH),
+            (
+                "SecretIamMember",
+                f"projects/{PROJECT}/secrets/shop-user-key",
+                "roles/secretmanager.secretAccessor",
+                RUNTIME,
+            ),
             *[
                 ("TopicIAMMember", f"shop-{q}", "roles/pubsub.publisher", RUNTIME)
                 for q in ("emails", "update_profile.fifo", "signup")
@@ -405,6 +418,7 @@ def test_deletion_protection_is_on_by_default_and_protects_what_holds_jobs_and_s
     assert g.named("shop-source").inputs["forceDestroy"] is False
     # Pulumi refuses to delete a protected resource, so `pulumi destroy` stops before any of these go.
     kept = {"shop-service", "shop-firestore", "shop-source"}
+    kept |= {"shop-user-key-value", "shop-user-key", "shop-user-key-version"}  # losing the key strips users
     for slug in ("emails", FIFO_SLUG, "signup"):
         kept |= {f"shop-{slug}-{suffix}" for suffix in ("topic", "sub", "dlq", "dlq-sub")}
     assert g.protected == kept
@@ -428,6 +442,22 @@ def test_every_resource_waits_for_the_apis(graph: Graph) -> None:
         if r.urn in apis or r.type == TYPE_TOKEN:
             continue
         assert apis <= graph.dependencies[r.urn], f"{r.name} may be created before the APIs it needs"
+
+
+def test_the_user_key_is_a_secret_only_the_runtime_reads_and_the_service_gets_by_pinned_version(graph: Graph) -> None:
+    """queuerun.user_seal: publishers cannot seal a job's user because they cannot read this key."""
+    secret = graph.named("shop-user-key")
+    version = graph.named("shop-user-key-version")
+    readers = [b for b in graph.iam_bindings() if b[0] == "SecretIamMember"]
+    assert readers == [("SecretIamMember", secret.outputs["name"], "roles/secretmanager.secretAccessor", RUNTIME)]
+    secret_data = version.inputs["secretData"]  # a Pulumi secret: {sig: ..., "value": ...} in the engine's terms
+    assert secret_data["value"] == graph.named("shop-user-key-value").outputs["key"]
+    service = graph.named("shop-service")
+    (env,) = [e for e in service.inputs["template"]["containers"][0]["envs"] if e["name"] == ENV.USER_KEY]
+    assert "value" not in env  # never a plain value in the service's configuration
+    assert env["valueSource"]["secretKeyRef"] == {"secret": "shop-user-key", "version": "1"}
+    accessor = graph.named("shop-user-key-runtime-accessor")
+    assert accessor.urn in graph.dependencies[service.urn]  # Cloud Run checks the grant at deploy
 
 
 def test_pubsub_agent_comes_from_service_identity_so_it_exists_before_its_grants(graph: Graph) -> None:
@@ -456,6 +486,14 @@ def test_extra_env_and_scaling_options_reach_the_service() -> None:
     assert template["timeout"] == "900s"
 
 
+def test_request_concurrency_can_be_set_and_is_capped_at_cloud_runs_1000() -> None:
+    explicit = build(lambda: QueueRunApp("shop", **shop_args(container_concurrency=5)))
+    assert explicit.named("shop-service").inputs["template"]["maxInstanceRequestConcurrency"] == 5
+    specs = [make_spec(f"q{i}", concurrency=400) for i in range(3)]
+    capped = build(lambda: QueueRunApp("shop", **shop_args(app=StandInApp("shop", tuple(specs)))))
+    assert capped.named("shop-service").inputs["template"]["maxInstanceRequestConcurrency"] == 1000
+
+
 def test_region_defaults_to_gcp_config() -> None:
     args = shop_args()
     del args["region"]
@@ -474,7 +512,11 @@ def test_pull_queue_without_exactly_once_keeps_the_declared_choice() -> None:
 def test_explicit_project_is_used_everywhere() -> None:
     g = build(lambda: QueueRunApp("shop", **shop_args(project="other-project")))
     assert {r.inputs.get("project") for r in g.of_type("pubsub/topic:Topic")} == {"other-project"}
-    envs = {e["name"]: e["value"] for e in g.named("shop-service").inputs["template"]["containers"][0]["envs"]}
+    envs = {
+        e["name"]: e["value"]
+        for e in g.named("shop-service").inputs["template"]["containers"][0]["envs"]
+        if "value" in e
+    }
     assert envs[ENV.PROJECT] == "other-project"
     assert envs[ENV.PUSH_AUDIENCE] == "queuerun:other-project:shop"
     datastore = g.named("shop-runtime-datastore").inputs
@@ -485,10 +527,27 @@ def test_explicit_project_is_used_everywhere() -> None:
 def test_operator_env_points_the_cli_at_the_deployed_app() -> None:
     seen: list[dict[str, str]] = []
     build(lambda: QueueRunApp("shop", **shop_args()).queuerun_env.apply(seen.append))
-    assert seen == [{
-        ENV.BACKEND: "gcp",
-        ENV.PROJECT: PROJECT,
-        ENV.FIRESTORE_DATABASE: "shop-queuerun",
-        ENV.PUBSUB_ENDPOINT: "us-central1-pubsub.googleapis.com:443",
-        ENV.APP: "main:app",
-    }]
+    assert seen == [
+        {
+            ENV.BACKEND: "gcp",
+            ENV.PROJECT: PROJECT,
+            ENV.FIRESTORE_DATABASE: "shop-queuerun",
+            ENV.PUBSUB_ENDPOINT: "us-central1-pubsub.googleapis.com:443",
+            ENV.APP: "main:app",
+        }
+    ]
+
+
+def test_allowed_origins_reach_the_runtime_and_bad_ones_are_refused() -> None:
+    g = build(lambda: QueueRunApp("shop", **shop_args(access="public", allowed_origins=["https://shop.example"])))
+    envs = g.named("shop-service").inputs["template"]["containers"][0]["envs"]
+    assert {e["name"]: e.get("value") for e in envs}[ENV.ALLOWED_ORIGINS] == "https://shop.example"
+    # Without the argument the runtime admits its own origin only: nothing is set.
+    assert ENV.ALLOWED_ORIGINS not in {e["name"] for e in graph_envs(build(lambda: QueueRunApp("shop", **shop_args())))}
+    with pytest.raises(ConfigurationError, match="allowed_origins must be 'scheme://host\\[:port\\]'"):
+        QueueRunApp("bad", **shop_args(allowed_origins=["https://shop.example/path"]))
+
+
+def graph_envs(g: Graph) -> list[dict[str, Any]]:
+    envs: list[dict[str, Any]] = g.named("shop-service").inputs["template"]["containers"][0]["envs"]
+    return envs

@@ -16,6 +16,7 @@ import pytest
 
 from queuerun import App, names
 from queuerun.settings import ENV
+from queuerun.topology import dead_letter_policy_attempts
 from queuerun_gcp import QueueRunApp
 
 from .support import REPO_ROOT, Graph, build, extract, serve_from
@@ -100,7 +101,7 @@ def test_the_program_provisions_every_declared_queue(example: Example) -> None:
     for spec in app.specs:
         sub = subscriptions[names.subscription_id(app.name, spec.name)]
         assert sub["enableMessageOrdering"] is spec.fifo, spec.name
-        assert sub["deadLetterPolicy"]["maxDeliveryAttempts"] == spec.max_attempts
+        assert sub["deadLetterPolicy"]["maxDeliveryAttempts"] == dead_letter_policy_attempts(spec.max_attempts)
     (service,) = g.of_type("cloudrunv2/service:Service")
     assert service.inputs["ingress"] == example.ingress
     assert (example.ingress == PUBLIC) is any(spec.http for spec in app.specs)
@@ -112,7 +113,7 @@ def test_the_uploaded_archive_serves_the_app_the_service_loads(example: Example,
     g = program_graph(example)
     app = program_app(g)
     (service,) = g.of_type("cloudrunv2/service:Service")
-    envs = {e["name"]: e["value"] for e in service.inputs["template"]["containers"][0]["envs"]}
+    envs = {e["name"]: e["value"] for e in service.inputs["template"]["containers"][0]["envs"] if "value" in e}
     assert envs[ENV.APP] == f"{example.module}:app"
 
     (archive,) = (r.inputs["source"] for r in g.of_type("storage/bucketObject:BucketObject"))

@@ -11,9 +11,10 @@ from .support import StandInApp, assert_least_privilege, build, shop_args
 
 QUEUES = 200
 PER_QUEUE = 8  # topic, dead-letter topic, 2 subscriptions, 4 IAM bindings
-# 3 accounts, the Pub/Sub agent, service, database, 4 TTL fields, 8 APIs, source build (bucket, object,
-# repository, image, 3 build grants), 3 app-level bindings; the component
-PER_APP = 3 + 1 + 1 + 1 + 4 + 8 + 7 + 3 + 1
+# 3 accounts, the Pub/Sub agent, service, database, 4 TTL fields, 9 APIs, source build (bucket, object,
+# repository, image, 3 build grants), 3 app-level bindings, the user key (key, secret, version, reader);
+# the component
+PER_APP = 3 + 1 + 1 + 1 + 4 + 9 + 7 + 3 + 4 + 1
 
 
 def test_two_hundred_queues() -> None:

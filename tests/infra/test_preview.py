@@ -33,7 +33,7 @@ def shop_program(queues: str, *options: str) -> str:
     )
 
 
-BAD_QUEUES = shop_program('[{"name": "slow", "timeout": 601}, {"name": "emails", "max_attempts": 4}]')
+BAD_QUEUES = shop_program('[{"name": "slow", "timeout": 601}, {"name": "emails", "max_attempts": 101}]')
 
 
 def program(root: Path, main: str, *, name: str = "shop", files: dict[str, str] | None = None) -> Path:
@@ -82,7 +82,7 @@ def test_refused_arguments_exit_1_with_every_problem_on_its_own_line(
     problems = [line for line in out.splitlines() if line.startswith("  - QueueRunApp 'shop': ")]
     assert len(problems) == 2, out
     assert any("'slow'" in p and "timeout" in p and "601" in p for p in problems)
-    assert any("'emails'" in p and "max_attempts" in p and "4" in p for p in problems)
+    assert any("'emails'" in p and "max_attempts" in p and "101" in p for p in problems)
     assert "Problems (2):" in out
 
 

@@ -10,6 +10,7 @@ proves"): the door is our reading of Google's documentation, not Google.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import importlib
 import json
@@ -294,7 +295,7 @@ def test_a_browser_post_to_an_http_queue_gets_what_the_door_allows(example: str,
         response = r.client.post(
             f"/queues/{queue}/{tag}/{tag}" if queue.endswith(".fifo") else f"/queues/{queue}",
             json=_browser_payload(example, tag),
-            headers={ORIGIN_HEADER: "internet"},
+            headers={ORIGIN_HEADER: "internet", **_browser_sign_in(example, tag)},
         )
         door = r.door
     if door.ingress == INGRESS_INTERNAL:
@@ -305,6 +306,65 @@ def test_a_browser_post_to_an_http_queue_gets_what_the_door_allows(example: str,
         assert door.ingress == INGRESS_ALL
         assert response.status_code == 202, response.text  # reached the server, queued
         assert response.headers.get("x-job-id")
+
+
+def _browser_sign_in(example: str, tag: str) -> dict[str, str]:
+    """What the example's page sends to sign in: order_status's queue is not public, checkout's is."""
+    return {"authorization": f"Bearer demo-{tag}"} if example == "order_status" else {}
+
+
+def test_an_anonymous_post_to_a_queue_not_declared_public_is_refused_by_the_server(
+    rehearse: Callable[..., Any],
+) -> None:
+    """order_status is a public service, its ``orders`` queue is not ``public=True``: Cloud Run lets the
+    anonymous post through, the runtime refuses it before any job exists."""
+    with rehearse("order_status") as r:
+        response = r.client.post("/queues/orders", json={"id": unique_tag()}, headers={ORIGIN_HEADER: "internet"})
+    assert response.status_code == 401
+    assert "front_door" not in response.json()  # the container, not Cloud Run, refused it
+    assert "'orders' is not public" in response.json()["error"]
+
+
+WEB_BACKEND = "web@example-project.iam.gserviceaccount.com"  # profile_sync's docstring: grant it run.invoker
+
+
+def test_behind_cloud_run_iam_an_invoker_is_the_jobs_user(rehearse: Callable[..., Any]) -> None:
+    """profile_sync (access="iam"): Cloud Run admits the web backend's ID token and forwards it with its
+    signature removed; the runtime takes the invoker's email as the user instead of refusing an
+    anonymous request, and the job carries it."""
+    door = door_of("profile_sync")
+    door = dataclasses.replace(door, invokers=door.invokers | {f"serviceAccount:{WEB_BACKEND}"})
+    tag = unique_tag()
+    with rehearse("profile_sync", door=door) as r:
+        token = r.google.id_token(audience=door.url, email=WEB_BACKEND)
+        response = r.client.post(
+            f"/queues/sync_profile.fifo/{tag}",
+            json=_browser_payload("profile_sync", tag),
+            headers={ORIGIN_HEADER: "internet", "authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 202, response.text
+        message = r.pull("sync_profile.fifo", response.headers["x-job-id"])
+    assert message.attributes["qr-user"] == WEB_BACKEND
+
+
+def test_on_a_public_service_a_token_with_its_signature_removed_is_nobody(rehearse: Callable[..., Any]) -> None:
+    """checkout is public: nothing checked a token, so one written to look checked is not believed."""
+    forged = f"{_segment({'alg': 'RS256'})}.{_segment({'email': 'ceo@example.com', 'email_verified': True})}"
+    tag = unique_tag()
+    with rehearse("checkout") as r:
+        assert not r.door.iam_checked
+        response = r.client.post(
+            f"/queues/charge.fifo/{tag}/{tag}",
+            json=_browser_payload("checkout", tag),
+            headers={ORIGIN_HEADER: "internet", "authorization": f"Bearer {forged}.{SIGNATURE_REMOVED}"},
+        )
+        assert response.status_code == 202, response.text  # charge.fifo is public: anonymous is fine
+        message = r.pull("charge.fifo", response.headers["x-job-id"])
+    assert "qr-user" not in message.attributes
+
+
+def _segment(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
 
 def _browser_payload(example: str, tag: str) -> dict[str, Any]:

@@ -45,8 +45,8 @@ def test_unknown_values_are_skipped() -> None:
     class Later:  # stands in for a pulumi.Output
         pass
 
-    problems = spec_problems("q", {"timeout": Later(), "max_attempts": 1}, known=lambda v: not isinstance(v, Later))
-    assert problems == ["queue 'q': max_attempts must be between 5 and 100, got 1"]
+    problems = spec_problems("q", {"timeout": Later(), "max_attempts": 0}, known=lambda v: not isinstance(v, Later))
+    assert problems == ["queue 'q': max_attempts must be between 1 and 100, got 0"]
 
 
 def test_manifest_round_trip() -> None:

@@ -45,7 +45,14 @@ def cluster(
     emulator_env: dict[str, str], pubsub_emulator: Emulator, clean_firestore: Emulator, tmp_path: Path
 ) -> Iterator[Cluster]:
     name = f"w{uuid.uuid4().hex[:10]}"
-    settings = {**emulator_env, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"}
+    # The processes share the app's user key, as a deployment's instances do: a job's user is sealed
+    # by the process that pushes it and checked by the one that runs it.
+    settings = {
+        **emulator_env,
+        "QUEUERUN_BACKEND": "gcp",
+        "QUEUERUN_INSECURE_PUSH": "1",
+        "QUEUERUN_USER_KEY": "k" * 32,
+    }
     env = {**os.environ, **settings, "SOCKET_TEST_APP": name, "PYTHONPATH": str(HERE)}
     servers: list[ServerProcess] = []
     app = build(name, settings)

@@ -1,11 +1,14 @@
 """The backend seam: push logic (dedupe, batching, error mapping) above, a publish primitive below.
 
 Each backend supplies ``_publish`` and a :class:`~queuerun.dedupe.DedupeStore`, plus the local
-operations a developer or test needs (start workers, drain, dead letters, replay).
+operations a developer or test needs (start workers, drain, dead letters, replay). On the consume
+side, :class:`~queuerun.delivery.DeliveryCore` runs deliveries against the primitives here
+(``dead_letter``, completion records, ``record_failure``), whatever transport delivered them.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 from abc import ABC, abstractmethod
@@ -38,9 +41,12 @@ class DeadLetter:
     params: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
     undecodable: str = ""  # why the message could not be decoded (payload is then its raw bytes)
+    traceback: str = ""  # the failure's traceback, when one was captured (its last lines on Google Cloud)
 
     @classmethod
-    def from_received(cls, received: ReceivedJob, queue: str, *, attempts: int, error: str) -> DeadLetter:
+    def from_received(
+        cls, received: ReceivedJob, queue: str, *, attempts: int, error: str, traceback: str = ""
+    ) -> DeadLetter:
         """List a dead letter whatever it holds: one that cannot be decoded is shown raw, with the reason."""
         try:
             payload, meta = received.decode(queue, fifo=False)
@@ -54,6 +60,7 @@ class DeadLetter:
                 error=error,
                 queued_at=received.published_at or dt.datetime.fromtimestamp(0, dt.UTC),
                 undecodable=str(exc),
+                traceback=traceback,
             )
         return cls(
             job_id=received.job_id,
@@ -65,6 +72,7 @@ class DeadLetter:
             queued_at=meta.queued_at,
             params=meta.params,
             user=meta.user,
+            traceback=traceback,
         )
 
 
@@ -79,11 +87,19 @@ class PushBatchError(PushError):
         self.job_ids = list(job_ids)
 
 
+MAX_RECORDED_FAILURES = 100  # what drain(fail_fast=True) can report, at most
+
+
 class Backend(ABC):
     """Where jobs are queued. Logic lives here; implementations provide the primitives."""
 
     name: str = "backend"
     dedupe: DedupeStore
+    # Jobs reach this process from outside (Pub/Sub push or pull), not from a worker of the backend's own.
+    external_delivery: bool = False
+    # The consume-side primitives are fast and local: the delivery core calls them on its event loop.
+    inline_io: bool = False
+    _failures: collections.deque[BaseException]
 
     # -- primitive ------------------------------------------------------------------------
     @abstractmethod
@@ -178,6 +194,41 @@ class Backend(ABC):
     def _release_all(self, reservations: Any) -> None:
         for reservation in reservations:
             self.dedupe.release(reservation)
+
+    # -- consume side (see queuerun.delivery) -------------------------------------------------
+    @abstractmethod
+    def dead_letter(self, spec: QueueSpec, job: ReceivedJob, *, error: str, traceback: str, attempts: int) -> None:
+        """Move ``job`` to ``spec``'s dead letters with its error and traceback; raises if that failed."""
+
+    def tracks_completions(self, spec: QueueSpec) -> bool:
+        """Whether completion records are kept for ``spec``'s jobs (none here)."""
+        return False
+
+    def completion_status(self, spec: QueueSpec, job_id: str) -> str | None:
+        """"done" or "dead" when the job has completed before, else None."""
+        return None
+
+    def record_completion(self, spec: QueueSpec, job_id: str, status: str, error: str) -> None:  # noqa: B027
+        """Record that the job is done or dead (where :meth:`tracks_completions`)."""
+
+    def record_failure(self, error: BaseException) -> None:
+        """Keep a failed attempt's error, so ``drain(fail_fast=True)`` raises it."""
+        failures = self.__dict__.get("_failures")
+        if failures is None:
+            failures = self._failures = collections.deque(maxlen=MAX_RECORDED_FAILURES)
+        failures.append(error)
+
+    def _raise_first_failure(self) -> None:
+        failures = self.__dict__.get("_failures")
+        if failures:
+            first = failures[0]
+            failures.clear()
+            raise first
+
+    def _clear_failures(self) -> None:
+        failures = self.__dict__.get("_failures")
+        if failures:
+            failures.clear()
 
     # -- operations -------------------------------------------------------------------------
     def start(self, app: App) -> None:  # noqa: B027  (optional hook, deliberately not abstract)

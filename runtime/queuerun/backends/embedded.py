@@ -3,6 +3,8 @@
 Workers run on one asyncio loop in a background thread. Async handlers run on the loop; sync
 handlers run in a thread pool. FIFO queues run only the head job of each idle group; a failing
 head blocks its group while it is retried, then goes to dead letters and the group moves on.
+The worker is a thin transport over :class:`~queuerun.delivery.DeliveryCore`: it claims rows (at
+most ``concurrency`` running per queue) and maps the core's verdict to the row's next state.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..context import JobContext
-from ..errors import DrainTimeoutError, QueueRunError, UndecodableJobError
-from ..handlers import Outcome, run_handler
+from ..delivery import DeliveryCore, Verdict
+from ..errors import ConfigurationError, DrainTimeoutError, QueueRunError
+from ..handlers import Outcome
 from ..names import is_fifo
 from ..spec import QueueSpec
 from ..wire import OutgoingJob, ReceivedJob
@@ -34,10 +36,14 @@ log = logging.getLogger("queuerun")
 
 JobListener = Callable[[StoredJob, Outcome, str], None]  # (job, outcome, final status)
 IDLE_POLL = 0.5  # seconds between checks when nothing wakes the dispatcher
+# The store keeps a dead letter's error and traceback in one column, split on this separator
+# (ASCII record separator: it does not occur in an error line).
+TRACE_SEPARATOR = "\x1e"
 
 
 class EmbeddedBackend(Backend):
     name = "embedded"
+    inline_io = True  # SQLite on the worker's own loop, as the rest of its bookkeeping
 
     def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64) -> None:
         self.store = JobStore(state_file)
@@ -48,7 +54,10 @@ class EmbeddedBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._poked = False
         self._running: dict[str, int] = {}
+        self._running_total = 0  # claimed and not settled, over every queue
+        self._inflight: set[str] = set()  # ids of the jobs the workers run now
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = threading.Condition()
         # Bounded: `queuerun dev` runs for hours and records every failed attempt.
@@ -62,8 +71,14 @@ class EmbeddedBackend(Backend):
         return ids
 
     def _poke(self) -> None:
+        # One wake-up per dispatcher pass is enough: it claims everything inserted before it starts,
+        # and clears the flag before claiming, so a push after that pokes again. (A wake-up costs a
+        # socket write: one per push halved the push rate.)
+        if self._poked:
+            return
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
+            self._poked = True
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 loop.call_soon_threadsafe(wake.set)
 
@@ -72,6 +87,7 @@ class EmbeddedBackend(Backend):
         if self._thread is not None:
             return
         self._app = app
+        self._core = DeliveryCore(app, self)
         self._stopping = False
         recovered = self.store.recover()
         if recovered:
@@ -116,6 +132,7 @@ class EmbeddedBackend(Backend):
         app = self._app
         while not self._stopping:
             self._wake.clear()
+            self._poked = False
             claimed = 0
             now = time.time()
             for spec in app.specs:
@@ -123,6 +140,8 @@ class EmbeddedBackend(Backend):
                 for job in self.store.claim(spec.name, fifo=spec.fifo, limit=free, now=now):
                     claimed += 1
                     self._running[spec.name] = self._running.get(spec.name, 0) + 1
+                    self._running_total += 1
+                    self._inflight.add(job.id)
                     task = asyncio.create_task(self._run(app, spec, job))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -142,62 +161,49 @@ class EmbeddedBackend(Backend):
                 task.cancel()
 
     async def _run(self, app: App, spec: QueueSpec, job: StoredJob) -> None:
-        outcome: Outcome
-        try:
-            received = ReceivedJob(
-                job_id=job.id,
-                data=job.data,
-                attributes=job.attributes,
-                received_count=job.attempts,
-                sequence_number=job.group_seq,
-            )
-            try:
-                payload, meta = received.decode(spec.name, fifo=spec.fifo)
-            except UndecodableJobError as exc:
-                outcome = Outcome("dead", exc, 0.0)
-            else:
-                outcome = await run_handler(
-                    app._handler_info(spec.name),
-                    payload,
-                    meta,
-                    ctx=JobContext(app=app, queue=spec.name, user=meta.user),
-                    timeout=spec.timeout,
-                    executor=None,
-                    linger=None if spec.fifo else 0.0,  # a FIFO group waits for a timed-out thread
-                )
-        except Exception as exc:  # a bug of ours must not lose the job: treat it as a failed attempt
-            outcome = Outcome("retry", exc, 0.0)
-        self._settle(spec, job, outcome)
-
-    def _settle(self, spec: QueueSpec, job: StoredJob, outcome: Outcome) -> None:
-        final: str = outcome.status
-        error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
-        if outcome.status == "done":
-            self.store.finish(job.id)
-        elif outcome.status == "retry" and job.attempts < spec.max_attempts:
-            self.store.retry(job.id, at=time.time() + spec.backoff(job.attempts), error=error)
-        else:
-            final = "dead"
-            self.store.bury(job.id, error=error)
-        if outcome.error is not None:
-            self._failures.append(outcome.error)
-        self._running[spec.name] -= 1
-        log.info(
-            "%s%s job=%s attempt=%d %.1fms %s%s",
-            spec.name,
-            f" group={job.group_id}" if job.group_id is not None else "",
-            job.id,
-            job.attempts,
-            outcome.duration * 1000,
-            final,
-            f" ({error})" if error else "",
+        received = ReceivedJob(
+            job_id=job.id,
+            data=job.data,
+            attributes=job.attributes,
+            received_count=job.attempts,
+            sequence_number=job.group_seq,
         )
-        for listener in list(self.listeners):
-            listener(job, outcome, final)
-        if self._wake is not None:
-            self._wake.set()
-        with self._idle:
-            self._idle.notify_all()
+        try:
+            verdict = await self._core.deliver(spec, received)
+        except Exception as exc:  # a bug of ours must not lose the job: treat it as a failed attempt
+            log.exception("queue %s: job %s: delivery failed, retrying it", spec.name, job.id)
+            verdict = Verdict("retry", job.attempts, Outcome("retry", exc, 0.0), delay=spec.backoff(job.attempts))
+        self._settle(spec, job, verdict)
+
+    def _settle(self, spec: QueueSpec, job: StoredJob, verdict: Verdict) -> None:
+        """Map the core's verdict to the row: done, ready again after the backoff, or (already) dead."""
+        try:
+            if verdict.action == "ack":
+                self.store.finish(job.id)
+            elif verdict.action == "retry":
+                self.store.retry(job.id, at=time.time() + verdict.delay, error=verdict.error_text)
+        finally:
+            self._running[spec.name] -= 1
+            self._running_total -= 1
+            self._inflight.discard(job.id)
+            final = {"ack": "done", "retry": "retry", "dead": "dead"}[verdict.action]
+            for listener in list(self.listeners):
+                listener(job, verdict.outcome, final)
+            if self._wake is not None:
+                self._wake.set()
+            # Wake drain() only when it may return: nothing running any more, or a failure to raise.
+            # (Waking it after every job made the worker and drain() threads trade the GIL per job.)
+            if self._running_total == 0 or verdict.error is not None:
+                with self._idle:
+                    self._idle.notify_all()
+
+    def dead_letter(self, spec: QueueSpec, job: ReceivedJob, *, error: str, traceback: str, attempts: int) -> None:
+        if job.job_id not in self._inflight:  # e.g. a push server's message: burying it would lose it
+            raise ConfigurationError(
+                f"queue {spec.name!r}: job {job.job_id} was not delivered by the embedded backend, which can "
+                "dead-letter only its own jobs (a push server needs the gcp backend: QUEUERUN_BACKEND=gcp)"
+            )
+        self.store.bury(job.job_id, error=f"{error}{TRACE_SEPARATOR}{traceback}" if traceback else error)
 
     # -- local operations -------------------------------------------------------------------
     def drain(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
@@ -206,13 +212,11 @@ class EmbeddedBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
             while True:
-                if fail_fast and self._failures:
-                    first = self._failures[0]
-                    self._failures.clear()
-                    raise first
+                if fail_fast:
+                    self._raise_first_failure()
                 pending = self.store.pending_count()
-                if pending == 0 and not self._tasks:
-                    self._failures.clear()
+                if pending == 0 and self._running_total == 0:
+                    self._clear_failures()
                     return
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -223,7 +227,8 @@ class EmbeddedBackend(Backend):
         out = []
         for job in self.store.dead(queue):
             received = ReceivedJob(job.id, job.data, job.attributes, job.attempts, job.group_seq)
-            out.append(DeadLetter.from_received(received, queue, attempts=job.attempts, error=job.error or ""))
+            error, _, trace = (job.error or "").partition(TRACE_SEPARATOR)
+            out.append(DeadLetter.from_received(received, queue, attempts=job.attempts, error=error, traceback=trace))
         return out
 
     def replay(self, queue: str, progress: Progress | None = None) -> list[str]:

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import DrainTimeoutError, JobError, PushError, PushOutcomeUnknownError, QueueNotFoundError, QueueRunError
 from ..names import dead_letter_subscription_id, dead_letter_topic_id, topic_id
 from ..spec import QueueSpec
+from ..user_seal import admitted, require, sealed, user_seal
 from ..wire import (
     A_CONTENT_TYPE,
     A_DEDUPE,
@@ -69,6 +70,7 @@ from ..wire import (
     A_SEQUENCE,
     A_USER,
     MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES,
     MAX_MESSAGE_BYTES,
     OutgoingJob,
     ReceivedJob,
@@ -87,6 +89,8 @@ log = logging.getLogger("queuerun")
 A_JOB_ID: Final = "qr-job-id"  # the job's original id (a dead letter is a new message)
 A_ERROR: Final = "qr-error"
 A_ATTEMPTS: Final = "qr-attempts"
+A_TRACE_PREFIX: Final = "qr-trace-"  # the failure's traceback, in chunks qr-trace-0, -1, ... (its last lines)
+MAX_TRACE_CHUNKS: Final = 4  # 4 KiB of traceback: the innermost frames, which are the last ones
 # Attributes Pub/Sub adds when its dead-letter policy forwards a message.
 PUBSUB_DLQ_COUNT: Final = "CloudPubSubDeadLetterSourceDeliveryCount"
 
@@ -140,9 +144,7 @@ def make_publisher(*, emulator_host: str | None = None, endpoint: str | None = N
         import grpc  # type: ignore[import-untyped]
         from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-        kwargs["transport"] = PublisherGrpcTransport(
-            channel=grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS)
-        )
+        kwargs["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(emulator_host, options=GRPC_OPTIONS))
     elif endpoint:
         kwargs["client_options"] = {"api_endpoint": endpoint}
     return PublisherClient(
@@ -188,10 +190,40 @@ def _brief(text: str, limit: int = MAX_ATTRIBUTE_VALUE_BYTES) -> str:
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
+def trace_attributes(trace: str, room: int) -> dict[str, str]:
+    """A traceback as attributes of at most 1024 bytes each, in at most ``room`` of them, keeping its end."""
+    data = trace.encode("utf-8")
+    chunks = min(MAX_TRACE_CHUNKS, room)
+    if chunks <= 0 or not data:
+        return {}
+    budget = chunks * MAX_ATTRIBUTE_VALUE_BYTES
+    if len(data) > budget:
+        data = data[len(data) - budget + 4 :]
+        while data and data[0] & 0xC0 == 0x80:  # do not start inside a character
+            data = data[1:]
+        data = b"...\n" + data
+    out: dict[str, str] = {}
+    while data:
+        cut = min(MAX_ATTRIBUTE_VALUE_BYTES, len(data))
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut -= 1
+        out[f"{A_TRACE_PREFIX}{len(out)}"] = data[:cut].decode("utf-8")
+        data = data[cut:]
+    return out
+
+
+def trace_from_attributes(attributes: Mapping[str, str]) -> str:
+    parts: list[str] = []
+    while f"{A_TRACE_PREFIX}{len(parts)}" in attributes:
+        parts.append(attributes[f"{A_TRACE_PREFIX}{len(parts)}"])
+    return "".join(parts)
+
+
 class GcpBackend(Backend):
     """Pub/Sub topics per queue, Firestore for dedupe and completion records."""
 
     name = "gcp"
+    external_delivery = True  # Pub/Sub delivers to the push server (or a pull worker)
 
     def __init__(
         self,
@@ -209,8 +241,11 @@ class GcpBackend(Backend):
         publisher: Any = None,
         subscriber: Any = None,
         firestore: Any = None,
+        user_key: str | None = None,
     ) -> None:
+        """``user_key`` is ``QUEUERUN_USER_KEY``, which seals the user of each job (see :mod:`queuerun.user_seal`)."""
         self.project = project
+        self.user_key = user_key
         self.app_name = app_name
         self._pubsub_emulator_host = pubsub_emulator_host
         self._firestore_emulator_host = firestore_emulator_host
@@ -247,6 +282,7 @@ class GcpBackend(Backend):
             firestore_emulator_host=settings.firestore_emulator_host,
             firestore_database=settings.firestore_database,
             pubsub_endpoint=settings.pubsub_endpoint,
+            user_key=settings.user_key,
         )
 
     # -- clients (created on first use: importing them costs cold-start time) ---------------
@@ -314,10 +350,15 @@ class GcpBackend(Backend):
         publisher = self.publisher
         deadline = time.monotonic() + self.unavailable_deadline
         sent: list[tuple[str, bytes, dict[str, str], Any]] = []
+        seal = None
+        if any(job.user is not None for job in jobs):  # refused before any job of the batch is sent
+            seal = require(user_seal(self.user_key, self._app_name()), queue=spec.name)
         with self._publish_lock:  # numbers are taken in the order messages enter the client
             for job in jobs:
                 key = job.group_id or "" if spec.fifo else ""
-                attrs = job.attributes(self._clock.next() if spec.fifo else None)
+                attrs = sealed(
+                    seal, job.attributes(self._clock.next() if spec.fifo else None), job.data, queue=spec.name
+                )
                 sent.append((key, job.data, attrs, self._send(publisher, topic, job.data, key, attrs)))
 
         results: list[str | BaseException] = []
@@ -416,11 +457,24 @@ class GcpBackend(Backend):
         return failure
 
     def publish_dead_letter(
-        self, queue: str, job_id: str, data: bytes, attributes: Mapping[str, str], *, error: str, attempts: int
+        self,
+        queue: str,
+        job_id: str,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        error: str,
+        attempts: int,
+        traceback: str = "",
     ) -> str:
-        """Publish one job to the queue's dead-letter topic (the push server's own dead-lettering)."""
-        attrs = {k: v for k, v in attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
+        """Publish one job to the queue's dead-letter topic (the runtime's own dead-lettering)."""
+        attrs = {
+            k: v
+            for k, v in attributes.items()
+            if not k.startswith(("CloudPubSubDeadLetter", A_TRACE_PREFIX)) and k not in (A_JOB_ID, A_ERROR, A_ATTEMPTS)
+        }
         attrs.update({A_JOB_ID: job_id, A_ERROR: _brief(error), A_ATTEMPTS: str(attempts)})
+        attrs.update(trace_attributes(traceback, MAX_ATTRIBUTES - len(attrs)))
         topic = self.dead_letter_topic_path(queue)
         publisher = self.publisher
         deadline = time.monotonic() + self.unavailable_deadline
@@ -431,10 +485,21 @@ class GcpBackend(Backend):
             raise outcome
         return outcome
 
-    # -- completion ----------------------------------------------------------------------------
-    def record_failure(self, error: BaseException) -> None:
-        """Called by an in-process push server for every failed attempt: ``drain(fail_fast=True)`` raises it."""
-        self._failures.append(error)
+    # -- consume side (queuerun.delivery) --------------------------------------------------------
+    def dead_letter(self, spec: QueueSpec, job: ReceivedJob, *, error: str, traceback: str, attempts: int) -> None:
+        self.publish_dead_letter(
+            spec.name, job.job_id, job.data, job.attributes, error=error, attempts=attempts, traceback=traceback
+        )
+
+    def tracks_completions(self, spec: QueueSpec) -> bool:
+        return spec.fifo or self.track_completions
+
+    def completion_status(self, spec: QueueSpec, job_id: str) -> str | None:
+        record = self.completions.get(self.topic_path(spec.name), job_id)
+        return None if record is None else str(record.status)
+
+    def record_completion(self, spec: QueueSpec, job_id: str, status: str, error: str) -> None:
+        self.completions.mark(self.topic_path(spec.name), job_id, queue=spec.name, status=status, error=error)
 
     # -- operations ----------------------------------------------------------------------------
     def start(self, app: App) -> None:
@@ -540,7 +605,8 @@ class GcpBackend(Backend):
             f"{attrs.get(PUBSUB_DLQ_COUNT, '?')} deliveries)"
         )
         attempts = int(attempts_raw) if attempts_raw.isdigit() else 0
-        return DeadLetter.from_received(received, queue, attempts=attempts, error=error)
+        trace = trace_from_attributes(attrs)
+        return DeadLetter.from_received(received, queue, attempts=attempts, error=error, traceback=trace)
 
     def dead_letters(self, queue: str) -> list[DeadLetter]:
         messages = self._order(self._pull_dead(queue))
@@ -555,8 +621,11 @@ class GcpBackend(Backend):
         if not messages:
             return []
         jobs = []
+        seal = user_seal(self.user_key, self._app_name())
         for m in messages:
             attrs = {k: v for k, v in m.message.attributes.items() if not k.startswith("CloudPubSubDeadLetter")}
+            # A dead letter keeps the attributes it was published with: its user is replayed only if sealed.
+            attrs = dict(admitted(seal, attrs, bytes(m.message.data), queue=queue, job_id=m.message.message_id))
             queued_raw = attrs.get(A_QUEUED_AT)
             jobs.append(
                 OutgoingJob(

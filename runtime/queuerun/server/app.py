@@ -2,7 +2,7 @@
 
 Routes
     ``POST /_pubsub/{queue}``  one Pub/Sub push request (wrapped envelope) per job
-    ``GET /_health``           liveness: 200 with the app name (``/healthz`` is reserved on Cloud Run)
+    ``GET /_health``           liveness: 200 ``{"status": "ok"}``, nothing else (``/healthz``: reserved by Cloud Run)
     ``POST /queues/{queue}[/{group}[/{dedupe}]]``  HTTP endpoints of ``http=True`` queues (202 + X-Job-Id)
     ``WS /_ws``                job notifications to the authenticated user's browser (``socket.send``)
 
@@ -10,23 +10,23 @@ A push request goes through, in order: OIDC verification (``QUEUERUN_PUSH_AUTH``
 the claims when Cloud Run's IAM layer has verified the signature; off with the insecure setting,
 for the emulator, which sends no token), the queue lookup, the body size limit, envelope decoding. Any of
 those failing answers a 4xx (401/403, 404, 413, 400) with a JSON ``{"error": ...}`` and never
-reaches a handler. Then the job runs through :func:`~queuerun.handlers.run_handler` with the
-queue's timeout:
+reaches a handler. Then the queue's ``concurrency`` is checked: with that many of its jobs running
+in this process, the request waits briefly for one to finish, then answers 429 (a nack, so Pub/Sub
+slows down and delivers it again later). Then the job runs through
+:class:`~queuerun.delivery.DeliveryCore` (the code every transport shares), whose verdict maps to:
 
-- done: 204 (ack);
-- failed or timed out: 500 (nack: Pub/Sub retries with the subscription's backoff), except on the
-  last attempt (``received_count >= max_attempts``), where the server publishes the job to the
-  dead-letter topic itself, with the error, and acks (Pub/Sub's dead-letter policy stays as a
-  backstop, and the emulator cannot combine it with ordering);
-- dead (payload does not fit the handler's type, or the message cannot become a job at all, whatever
-  the decoder raised; see :meth:`~queuerun.wire.ReceivedJob.decode` for messages other tools
-  published): dead-lettered at once with the reason, ack.
+- ack (done, or completed before): 204;
+- retry (failed or timed out, attempts left): 500 (nack: Pub/Sub retries with the subscription's
+  backoff);
+- dead (``Reject``, a payload that does not fit the handler's type, a message that cannot become a
+  job at all, or the last attempt, ``received_count >= max_attempts``): the core has published it
+  to the dead-letter topic itself, with the error and traceback: 204. Pub/Sub's dead-letter policy
+  stays as a backstop (and the emulator cannot combine it with ordering).
 
 ``received_count`` is the envelope's ``deliveryAttempt`` (sent when the subscription has a
 dead-letter policy), else counted by this process per message id (the emulator never sends it).
-On FIFO queues (and on standard queues with ``track_completions``, the default on the emulators) a
-completion record is checked before and written after the handler, so a job that completed is
-acknowledged without running again when Pub/Sub redelivers it. The record is written in
+On FIFO queues a completion record is checked before and written after the handler, so a job that
+completed is acknowledged without running again when Pub/Sub redelivers it. The record is written in
 the handler's own thread the moment it returns (also when a timed-out sync handler finishes late):
 a crash can make a completed job run again only inside that one Firestore write. A handler that
 must not repeat an effect even then keys it on ``meta.job_id``, which a redelivery keeps.
@@ -37,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -50,20 +52,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from ..context import JobContext
+from ..delivery import DeliveryCore
 from ..endpoint import HTTP_PREFIX, AppHttp
-from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError, UndecodableJobError
-from ..handlers import Outcome, run_handler
+from ..errors import ConfigurationError, EnvelopeError, PushAuthError, QueueNotFoundError
+from ..hosting import check_insecure_push
 from ..settings import Settings
+from ..topology import PUSH_PATH
+from ..user_seal import admitted as admit_user
+from ..user_seal import user_seal
 from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
+from .oidc import push_authorization
 from .redelivery import REDELIVERY_HEADER
 from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..backends.gcp import GcpBackend
+    from ..backends.base import Backend
     from ..spec import QueueSpec
     from .oidc import PushTokenVerifier
     from .redelivery import RedeliveryWatch
@@ -76,30 +82,17 @@ ACK_STATUS: Final = 204
 # Any other status is a nack: the message is redelivered with the subscription's retry policy.
 NACK_STATUS: Final = 500  # the handler failed or timed out
 UNAVAILABLE_STATUS: Final = 503  # a store we depend on failed: try again later
-PUSH_PATH: Final = "/_pubsub/"
+# The queue already runs `concurrency` jobs here. Any status but an ack is a nack ("a non-success
+# response indicates that Pub/Sub must resend the messages"), and Pub/Sub "dynamically adjusts the
+# rate of push requests based on the rate at which it receives success responses"
+# (cloud.google.com/pubsub/docs/push, push subscription workflow): 429 (Too Many Requests) says why.
+SATURATED_STATUS: Final = 429
+# How long a push waits for a slot of its queue before answering 429. The ack deadline leaves the
+# server ACK_DEADLINE_MARGIN (10 s) beyond the handler's timeout: waiting stays well inside it.
+SLOT_WAIT: Final = 5.0
 HEALTH_PATH: Final = "/_health"
+_slot_waited: contextvars.ContextVar[float] = contextvars.ContextVar("queuerun_slot_waited", default=0.0)
 ATTEMPT_CACHE_SIZE: Final = 10_000
-
-
-class _CompletionRecorder:
-    """Writes a job's "done" record the moment its handler returns (``run_handler``'s ``on_done``).
-
-    Called in the handler's thread, it must not raise: a failed write is kept and tried again by
-    ``ensure()`` on the request's path, whose error makes the answer a 503.
-    """
-
-    def __init__(self, backend: GcpBackend, topic: str, job_id: str, queue: str) -> None:
-        self._backend, self._topic, self._job_id, self._queue = backend, topic, job_id, queue
-        self._written = False
-
-    def __call__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ensure()
-
-    def ensure(self) -> None:
-        if not self._written:
-            self._backend.completions.mark(self._topic, self._job_id, queue=self._queue, status="done")
-            self._written = True
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -133,6 +126,29 @@ class AttemptCounter:
             self._counts.pop((queue, message_id), None)
 
 
+class QueueSlots:
+    """At most ``concurrency`` jobs of each queue running at once in this process (one event loop)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def acquire(self, spec: QueueSpec, wait: float) -> bool:
+        slots = self._slots.get(spec.name)
+        if slots is None:
+            slots = self._slots[spec.name] = asyncio.Semaphore(spec.concurrency)
+        if not slots.locked():
+            await slots.acquire()  # a free slot: taken without yielding
+            return True
+        try:
+            await asyncio.wait_for(slots.acquire(), wait)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self, spec: QueueSpec) -> None:
+        self._slots[spec.name].release()
+
+
 class PushServer:
     """Push handling for one App. ``asgi()`` gives the Starlette app; ``dispatch()`` serves any Request."""
 
@@ -150,6 +166,8 @@ class PushServer:
         self.app = app
         self.redelivery = redelivery
         self.settings = settings or app.settings
+        if verifier is None:
+            check_insecure_push(self.settings)  # reads the process environment, not the settings mapping
         if verifier is None and not self.settings.insecure_push:
             if not (self.settings.push_audience and self.settings.push_service_account):
                 raise ConfigurationError(
@@ -166,22 +184,39 @@ class PushServer:
                 mode=self.settings.push_auth,
             )
         self.verifier = verifier
+        self.user_seal = user_seal(self.settings.user_key, app.name)
         self.max_body_bytes = max_body_bytes
         self.attempts = AttemptCounter()
         self.http = AppHttp(app)
+        self.slots = QueueSlots()
+        self.slot_wait = SLOT_WAIT
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="queuerun-job")
+        self._core: DeliveryCore | None = None
 
     # -- the backend (created on first need: importing Google clients costs cold-start time) -----
     @property
-    def backend(self) -> GcpBackend:
-        from ..backends.gcp import GcpBackend
+    def backend(self) -> Backend:
+        """The app's backend. One without ``external_delivery`` (embedded) runs pushed jobs but refuses
+        to dead-letter them (they are not its own), so a test can serve pushes without Google clients."""
+        return self.app.backend
 
-        backend = self.app.backend
-        if not isinstance(backend, GcpBackend):
-            raise ConfigurationError(
-                f"the push server needs the gcp backend (QUEUERUN_BACKEND=gcp), not {backend.name!r}"
+    @property
+    def core(self) -> DeliveryCore:
+        if self._core is None:
+            self._core = DeliveryCore(
+                self.app,
+                self.backend,
+                executor=self._executor,
+                # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
+                # sends nothing more of the group) until it ends, up to just before the ack deadline.
+                # Less the time the push waited for a slot: the answer must still beat the ack deadline.
+                fifo_linger=lambda spec: max(0.0, spec.ack_deadline - spec.timeout - 1 - _slot_waited.get()),
+                logger=log,
+                # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
+                done_level=logging.DEBUG,
+                trace_retries=True,  # every failure reaches Error Reporting with its stack trace
             )
-        return backend
+        return self._core
 
     # -- routes ---------------------------------------------------------------------------------
     async def dispatch(self, request: Request) -> Response:
@@ -198,7 +233,7 @@ class PushServer:
         return error_response(404, f"no route for {request.method} {path}")
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "app": self.app.name, "queues": [s.name for s in self.app.specs]})
+        return JSONResponse({"status": "ok"})  # anyone may ask: nothing about the app, its queues or project
 
     async def _push_route(self, request: Request) -> Response:
         return await self.handle_push(request, request.path_params["queue"])
@@ -207,10 +242,12 @@ class PushServer:
         trace = trace_fields(request.headers.get(TRACE_HEADER), self.settings.project)
         if self.verifier is not None:
             try:
-                await anyio.to_thread.run_sync(self.verifier.verify, request.headers.get("authorization"))
+                authorization = push_authorization(request.headers)  # one header, before any cache lookup
+                if self.verifier.cached(authorization) is None:
+                    await anyio.to_thread.run_sync(self.verifier.verify, authorization)
             except PushAuthError as exc:
                 log.warning("push rejected: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
-                return error_response(exc.status, str(exc))
+                return error_response(exc.status, exc.public)  # names no audience or account
         try:
             spec = self.app.spec(queue)
         except QueueNotFoundError:
@@ -243,7 +280,8 @@ class PushServer:
             log.exception("could not process job: %s", error, extra=fields)
             if watch is not None:
                 watch.nacked(queue, message.message_id, fields["attempt"] or 0)
-            return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed: {exc}")
+            # The cause is logged above; it may name topic paths, which the caller need not learn.
+            return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed")
         finally:
             if watch is not None:
                 watch.finished(queue, message.message_id)
@@ -253,8 +291,8 @@ class PushServer:
         FIFO queue it is acknowledged once the job settled and refused until then, holding the group."""
         fields = {"queue": spec.name, "job_id": message.message_id, **trace}
         if spec.fifo:
-            topic = self.backend.topic_path(spec.name)
-            if await anyio.to_thread.run_sync(self.backend.completions.get, topic, message.message_id) is None:
+            status = await anyio.to_thread.run_sync(self.backend.completion_status, spec, message.message_id)
+            if status is None:
                 return error_response(
                     409, f"queue {spec.name!r}: job {message.message_id} is being redelivered by the dev server"
                 )
@@ -284,86 +322,53 @@ class PushServer:
     # -- one job --------------------------------------------------------------------------------
     async def _run(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
         queue = spec.name
+        # Every push is a delivery attempt, also one turned away below: Pub/Sub counts it too.
         received_count = message.delivery_attempt or self.attempts.seen(queue, message.message_id)
-        fields: dict[str, Any] = {"queue": queue, "job_id": message.message_id, "attempt": received_count, **trace}
-        tracked = spec.fifo or self._tracking()
-        topic = self.backend.topic_path(queue) if tracked else ""
-        if tracked:  # FIFO always; standard queues where completions are tracked (the emulators)
-            done = await anyio.to_thread.run_sync(self.backend.completions.get, topic, message.message_id)
-            if done is not None:
-                log.info("already %s: acknowledged without running again", done.status, extra=fields)
-                return Response(status_code=ACK_STATUS)
+        waiting_since = time.monotonic()
+        admitted = await self.slots.acquire(spec, self.slot_wait)
+        _slot_waited.set(time.monotonic() - waiting_since)
+        if not admitted:
+            fields = {"queue": queue, "job_id": message.message_id, "attempt": received_count, "status": "busy"}
+            log.info(
+                "not started: %d job(s) of the queue already running here, Pub/Sub will deliver it again",
+                spec.concurrency,
+                extra={**fields, "http_status": SATURATED_STATUS, **trace},
+            )
+            if self.redelivery is not None:
+                self.redelivery.nacked(queue, message.message_id, received_count)
+            return error_response(
+                SATURATED_STATUS,
+                f"queue {queue!r}: {spec.concurrency} job(s) already running here (concurrency={spec.concurrency}); "
+                f"job {message.message_id} not started",
+            )
+        try:
+            return await self._deliver(spec, message, received_count, trace)
+        finally:
+            self.slots.release(spec)
 
+    async def _deliver(
+        self, spec: QueueSpec, message: PushedMessage, received_count: int, trace: dict[str, Any]
+    ) -> Response:
+        queue = spec.name
         job = ReceivedJob(
             job_id=message.message_id,
             data=message.data,
-            attributes=message.attributes,
+            # a user is believed only under the app's seal: anyone who may publish can write attributes
+            attributes=admit_user(
+                self.user_seal, message.attributes, message.data, queue=queue, job_id=message.message_id
+            ),
             received_count=received_count,
             published_at=message.publish_time,
         )
-        recorder = _CompletionRecorder(self.backend, topic, message.message_id, queue) if tracked else None
-        try:
-            payload, meta = job.decode(queue, fifo=spec.fifo)
-        except UndecodableJobError as exc:  # the message itself is unusable: retrying cannot help
-            outcome = Outcome("dead", exc, 0.0)
-        else:
-            fields["group_id"] = meta.group_id
-            outcome = await run_handler(
-                self.app._handler_info(queue),
-                payload,
-                meta,
-                ctx=JobContext(app=self.app, queue=queue, user=meta.user),
-                timeout=spec.timeout,
-                executor=self._executor,
-                # A timed-out sync FIFO handler's thread cannot be stopped: hold the answer (so Pub/Sub
-                # sends nothing more of the group) until it ends, up to just before the ack deadline.
-                linger=max(0.0, spec.ack_deadline - spec.timeout - 1) if spec.fifo else 0.0,
-                on_done=recorder,
-            )
-        fields["duration_ms"] = round(outcome.duration * 1000, 1)
-        error = "" if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}"
-        if outcome.error is not None:
-            self._report_failure(outcome.error)
-
-        if outcome.status == "done":
-            if recorder is not None:
-                await anyio.to_thread.run_sync(recorder.ensure)  # a failed write: 503, and the job runs again
-            self.attempts.forget(queue, message.message_id)
-            # DEBUG: Cloud Run's request log already records every ack; a line per job halves throughput.
-            log.debug("job done", extra={**fields, "status": "done"})
-            return Response(status_code=ACK_STATUS)
-
-        if outcome.status == "retry" and received_count < spec.max_attempts:
-            log.warning("job failed, will retry: %s", error, extra={**fields, "status": "retry", "error": error})
+        verdict = await self.core.deliver(spec, job, fields=trace)
+        if verdict.action == "retry":
             if self.redelivery is not None:
                 self.redelivery.nacked(queue, message.message_id, received_count)
-            return error_response(NACK_STATUS, f"queue {queue!r}: job {message.message_id} failed: {error}")
-
-        await anyio.to_thread.run_sync(
-            lambda: self.backend.publish_dead_letter(
-                queue, message.message_id, message.data, message.attributes, error=error, attempts=received_count
-            )
-        )
-        if tracked:
-            await anyio.to_thread.run_sync(
-                lambda: self.backend.completions.mark(
-                    topic, message.message_id, queue=queue, status="dead", error=error
-                )
+            return error_response(
+                NACK_STATUS, f"queue {queue!r}: job {message.message_id} failed: {verdict.error_text}"
             )
         self.attempts.forget(queue, message.message_id)
-        log.error("job dead-lettered: %s", error, extra={**fields, "status": "dead", "error": error})
         return Response(status_code=ACK_STATUS)
-
-    def _tracking(self) -> bool:
-        from ..backends.gcp import GcpBackend
-
-        backend = self.app.backend
-        return isinstance(backend, GcpBackend) and backend.track_completions
-
-    def _report_failure(self, error: BaseException) -> None:
-        record = getattr(self.app.backend, "record_failure", None)
-        if callable(record):
-            record(error)
 
     # -- ASGI -----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

@@ -4,6 +4,12 @@ Cloud Run forwards stdout to Cloud Logging, which reads ``severity`` and ``messa
 line to its request trace through ``logging.googleapis.com/trace``
 (https://cloud.google.com/logging/docs/structured-logging). Job fields (queue, job id, ...) are
 passed with ``extra=`` and become top-level keys, so they can be filtered on (``jsonPayload.queue``).
+
+A record logged with an exception carries its Python traceback in ``stack_trace``: Error Reporting
+reads a ``jsonPayload`` field named ``stack_trace`` (first, before ``exception`` and ``message``)
+and groups the entries by that trace
+(https://cloud.google.com/error-reporting/docs/formatting-error-messages). The message stays the
+one-line description.
 """
 
 from __future__ import annotations
@@ -49,15 +55,14 @@ class CloudLoggingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.exc_info:
-            # A stack trace inside the message is what Error Reporting picks up.
-            message = f"{message}\n{self.formatException(record.exc_info)}"
         line: dict[str, Any] = {
             "severity": _SEVERITY.get(record.levelname, record.levelname),
             "message": message,
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat().replace("+00:00", "Z"),
             "logger": record.name,
         }
+        if record.exc_info:
+            line["stack_trace"] = self.formatException(record.exc_info)
         for name in FIELDS:
             value = record.__dict__.get(name)
             if value is not None:

@@ -11,6 +11,16 @@ role) and forwards it with its signature replaced by ``SIGNATURE_REMOVED_BY_GOOG
 signature); a token that still has a signature is verified in full in either mode, and nothing
 else unsigned is ever accepted.
 
+Every token must also have ``iat`` and ``exp``, not be used before ``nbf``, and live at most
+:data:`MAX_TOKEN_LIFETIME` (an hour, a Google ID token's lifetime). A push request carries exactly one
+``Authorization`` header and no ``X-Serverless-Authorization`` (:func:`push_authorization`).
+
+What a push token is bound to: the audience of the app's push subscriptions and the app's push
+service account, for at most an hour. It is not bound to a message, a queue or a request (Pub/Sub
+may reuse one token for many pushes), so a captured token can replay pushes to this app until it
+expires: tokens travel over HTTPS only and are never logged (reasons are cut to 200 characters
+because some libraries quote the token).
+
 Verification may fetch certificates over the network: call it from a worker thread in async code.
 The Pub/Sub emulator sends no token at all; turning verification off is the server's setting.
 """
@@ -30,11 +40,20 @@ from queuerun.errors import ConfigurationError, PushAuthError
 from queuerun.settings import ENV, PUSH_AUTH_MODES, PushAuth
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+VERIFIED_CACHE_SIZE: Final = 256  # verified push tokens remembered until their expiry
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 
 # What Cloud Run puts in place of the signature once its IAM layer has verified the token.
 SIGNATURE_REMOVED: Final = "SIGNATURE_REMOVED_BY_GOOGLE"
 GOOGLE_TOKEN_ALGORITHM: Final = "RS256"
+# The header Cloud Run's IAM check reads instead of ``Authorization`` when both are sent (stated in
+# GoogleCloudPlatform/cloud-run-proxy PR #25; Google's own text was not retrieved: docs/platform-facts.md fact 1).
+SERVERLESS_AUTHORIZATION: Final = "x-serverless-authorization"
+
+# Google-signed ID tokens live one hour: https://cloud.google.com/docs/authentication/token-types (ID
+# tokens; the English sentence was not retrieved, see docs/platform-facts.md fact 6) and the decoded push
+# token on https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions (exp - iat = 3600).
+MAX_TOKEN_LIFETIME: Final = 3600
 
 # Google's tokens are about 1 KB; refuse to parse anything absurdly larger.
 MAX_TOKEN_CHARS = 16 * 1024
@@ -205,9 +224,33 @@ class PushTokenVerifier:
         self.certs = certs if certs is not None else GoogleCerts(request)
         self.clock_skew_in_seconds = clock_skew_in_seconds
         self.mode = mode
+        # Pub/Sub sends one token with many pushes until it nears expiry: a token verified in full is
+        # accepted again, unchanged to the byte, until its "exp" (no signature check, no thread hop).
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
+        self._verified_lock = threading.Lock()
+
+    def cached(self, authorization: str | None) -> dict[str, Any] | None:
+        """The claims of this exact header's token if :meth:`verify` accepted it and it has not expired."""
+        if not authorization:
+            return None
+        with self._verified_lock:
+            hit = self._verified.get(authorization)
+        if hit is None or hit[1] <= time.time():
+            return None
+        return dict(hit[0])
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """Return the token's claims, or raise PushAuthError (401 bad token, 403 wrong caller, 503 no certs)."""
+        claims = self._verify(authorization)
+        expires = claims.get("exp")
+        if authorization and isinstance(expires, (int, float)) and not isinstance(expires, bool):
+            with self._verified_lock:
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.clear()  # a handful of live tokens at a time: start over rather than track age
+                self._verified[authorization] = (dict(claims), float(expires))
+        return claims
+
+    def _verify(self, authorization: str | None) -> dict[str, Any]:
         token = _bearer_token(authorization)
         if token.rpartition(".")[2] == SIGNATURE_REMOVED:
             if self.mode != "cloud-run-iam":
@@ -226,7 +269,9 @@ class PushTokenVerifier:
         email = claims.get("email")
         if not isinstance(email, str) or email.casefold() != self.service_account_email.casefold():
             raise PushAuthError(
-                403, f"push token is for {email!r}, not the push service account {self.service_account_email!r}"
+                403,
+                f"push token is for {email!r}, not the push service account {self.service_account_email!r}",
+                public=f"push token is for {email!r}, not the push subscription's service account",
             )
         if claims.get("email_verified") is not True:
             raise PushAuthError(403, f"push token's email {email!r} is not verified (email_verified is not true)")
@@ -258,17 +303,19 @@ def decode_google_token(
     issuer = claims.get("iss")
     if issuer not in GOOGLE_ISSUERS:
         raise PushAuthError(401, f"{label} rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+    check_times(claims, clock_skew_in_seconds=clock_skew_in_seconds, label=label)
     return dict(claims)
 
 
 def decode_stripped_token(
-    token: str, audience: str, *, clock_skew_in_seconds: int, label: str, now: float | None = None
+    token: str, audience: str | None, *, clock_skew_in_seconds: int, label: str, now: float | None = None
 ) -> dict[str, Any]:
     """The claims of a token whose signature Cloud Run verified and replaced by ``SIGNATURE_REMOVED``.
 
     Checks everything :func:`decode_google_token` does except the signature: the caller must know
-    that Cloud Run's IAM layer stands in front (``QUEUERUN_PUSH_AUTH=cloud-run-iam``). Raises
-    PushAuthError 401.
+    that Cloud Run's IAM layer stands in front (``QUEUERUN_PUSH_AUTH=cloud-run-iam``). ``audience``
+    None skips the audience check (Cloud Run checked it against the run.app URL or a custom
+    audience, which the container may not know). Raises PushAuthError 401.
     """
     segments = token.split(".")
     if len(segments) != 3 or segments[2] != SIGNATURE_REMOVED:
@@ -279,24 +326,48 @@ def decode_stripped_token(
         raise PushAuthError(
             401, f"{label} rejected: algorithm {header.get('alg')!r} is not Google's {GOOGLE_TOKEN_ALGORITHM!r}"
         )
-    if claims.get("aud") != audience:
+    if audience is not None and claims.get("aud") != audience:
         raise PushAuthError(401, f"{label} rejected: wrong audience {claims.get('aud')!r}, expected {audience!r}")
     issuer = claims.get("iss")
     if issuer not in GOOGLE_ISSUERS:
         raise PushAuthError(401, f"{label} rejected: issuer {issuer!r} is not one of {list(GOOGLE_ISSUERS)}")
+    check_times(claims, clock_skew_in_seconds=clock_skew_in_seconds, label=label, now=now)
+    return claims
+
+
+def check_times(
+    claims: Mapping[str, Any], *, clock_skew_in_seconds: int, label: str, now: float | None = None
+) -> None:
+    """The token's time claims: ``iat`` and ``exp`` present, not issued in the future, unexpired, not
+    used before ``nbf`` (when present), and a lifetime (``exp - iat``) of at most
+    :data:`MAX_TOKEN_LIFETIME`. Raises PushAuthError 401.
+
+    google-auth checks ``iat`` and ``exp`` but neither ``nbf`` nor the lifetime: a token minted to last
+    a year is no Google ID token, whoever signed it.
+    """
     current = time.time() if now is None else now
     times: dict[str, float] = {}
-    for name in ("iat", "exp"):
+    for name in ("iat", "exp", "nbf"):
         value = claims.get(name)
+        if value is None and name == "nbf":
+            continue
         # bool is an int to Python, never a time to us
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise PushAuthError(401, f"{label} rejected: claim {name} is {value!r}, not a time in seconds")
         times[name] = float(value)
     if times["iat"] > current + clock_skew_in_seconds:
         raise PushAuthError(401, f"{label} rejected: issued in the future (iat {times['iat']:.0f}, now {current:.0f})")
+    if "nbf" in times and times["nbf"] > current + clock_skew_in_seconds:
+        raise PushAuthError(401, f"{label} rejected: not valid yet (nbf {times['nbf']:.0f}, now {current:.0f})")
     if times["exp"] + clock_skew_in_seconds < current:
         raise PushAuthError(401, f"{label} rejected: token expired (exp {times['exp']:.0f}, now {current:.0f})")
-    return claims
+    lifetime = times["exp"] - times["iat"]
+    if lifetime > MAX_TOKEN_LIFETIME:
+        raise PushAuthError(
+            401,
+            f"{label} rejected: lifetime {lifetime:.0f} s (exp - iat) is over the {MAX_TOKEN_LIFETIME} s of a "
+            "Google ID token",
+        )
 
 
 def _json_segment(segment: str, what: str) -> dict[str, Any]:
@@ -309,6 +380,24 @@ def _json_segment(segment: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PushAuthError(401, f"malformed {what}: not a JSON object")
     return value
+
+
+def push_authorization(headers: Mapping[str, str]) -> str | None:
+    """The one ``Authorization`` header of a push request. Raises PushAuthError 401 for two or more, and
+    for an ``X-Serverless-Authorization`` header: Pub/Sub sends its token in ``Authorization`` only
+    (https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions), and when Cloud Run checks
+    the other header instead, the ``Authorization`` one reaches us unchecked.
+    """
+    getlist = getattr(headers, "getlist", None)  # Starlette's Headers keeps every copy; a dict keeps one
+    if callable(getlist):
+        values = list(getlist("authorization"))
+    else:
+        values = [v for k, v in headers.items() if k.lower() == "authorization"]
+    if len(values) > 1:
+        raise PushAuthError(401, f"push request has {len(values)} Authorization headers: send one")
+    if any(k.lower() == SERVERLESS_AUTHORIZATION for k in headers):
+        raise PushAuthError(401, "push request has an X-Serverless-Authorization header: Pub/Sub sends none")
+    return values[0] if values else None
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigurationError
+from ..hosting import managed_host, warn_if_exposed
 from ..settings import ENV
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def serve(
     app = app or load_app()
     on_cloud_run = bool(os.environ.get(ENV.CLOUD_RUN_SERVICE))
     bind_host = host or ("0.0.0.0" if on_cloud_run else "127.0.0.1")
+    if managed_host() is None:
+        warn_if_exposed(bind_host, server="the push server", insecure_push=app.settings.insecure_push)
     bind_port = port if port is not None else int(os.environ.get("PORT", "8080"))
     uvicorn.Server(_config(app, bind_host, bind_port, grace)).run()
 

@@ -5,15 +5,27 @@
 
 A connection is authenticated with the App's ``authenticate`` hook, which gets the handshake as an
 :class:`~queuerun.endpoint.HttpRequest` (method ``GET``, headers, query string): browsers cannot set
-headers on a WebSocket, so a token usually comes in the query string (``/_ws?token=...``), a cookie,
-or the ``Sec-WebSocket-Protocol`` header (the first subprotocol offered is accepted). The handshake
-is accepted and then closed at once when the hook refuses (browsers never see an HTTP status on a
-failed handshake, only a close code):
+headers on a WebSocket, so a token comes in a cookie, the ``Sec-WebSocket-Protocol`` header (the first
+subprotocol offered is accepted; recommended, with a short-lived ticket), or the query string
+(``/_ws?token=...``: it lands in proxies' and browsers' histories, so prefer the other two; queuerun
+never logs a query string).
+
+Before the hook, the handshake's ``Origin`` is checked: a browser page on another site can open a
+WebSocket that carries this site's cookies (cross-site WebSocket hijacking), so a handshake with an
+``Origin`` is accepted only from the same origin (its host equals the ``Host`` header) or from one of
+``allowed_origins`` (``QUEUERUN_ALLOWED_ORIGINS``, comma-separated ``scheme://host[:port]``; ``*``
+allows every origin). Clients that are not browsers send no ``Origin`` and are not checked. Each
+instance holds at most ``max_connections`` sockets, and ``max_connections_per_user`` per user.
+
+The handshake is accepted and then closed at once when it is refused (browsers never see an HTTP
+status on a failed handshake, only a close code):
 
     4401   the hook raised AuthenticationError(status=401), returned None, or the app has no hook
-    4403   the hook raised AuthenticationError(status=403)
+    4403   the hook raised AuthenticationError(status=403), or the Origin is not allowed
+    4400   the handshake has two Authorization headers
     1011   the hook failed otherwise, or the connection could not be registered (try again)
-    1013   the client reads too slowly: more than ``max_pending`` messages waited for it
+    1013   the client reads too slowly (more than ``max_pending`` messages waited for it), or the
+           instance or the user is at the connection cap (try again later)
 
 The close reason carries the message (cut to the 123 bytes a close frame allows). Messages the
 client sends are ignored. When the client disconnects its connection is dropped from the hub, and
@@ -26,11 +38,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from ..endpoint import Receive, Scope, Send, authenticate, lifespan, relative_path, scope_request
-from ..errors import AuthenticationError, ConfigurationError
+from ..errors import AuthenticationError, ConfigurationError, RequestRejected
+from ..invoker import iam_checked
 from ..socket_hub import Frame, SocketHub, hub_for
 
 if TYPE_CHECKING:
@@ -39,11 +53,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("queuerun.sockets")
 
 WEBSOCKET_PATH: Final = "/_ws"  # where the server mounts websocket_app(app)
+CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_UNAUTHENTICATED: Final = 4401  # 4000 + the HTTP status, a common convention
 CLOSE_FORBIDDEN: Final = 4403
 CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 MAX_PENDING: Final = 10_000  # messages waiting for one slow client before it is cut off
+# Each socket holds a little memory and, on Google Cloud, a presence record: bounded so that one user
+# (or a script with many accounts) cannot take an instance's memory or its file descriptors.
+MAX_CONNECTIONS: Final = 1_000
+MAX_CONNECTIONS_PER_USER: Final = 20
 MAX_CLOSE_REASON_BYTES: Final = 123
 
 _OVERFLOW: Final = Frame()  # queued when the backlog is full: the writer closes the connection
@@ -109,13 +128,81 @@ class SocketConnection:
         return f"<SocketConnection user={self._user!r}>"
 
 
+def _origin_set(origins: Collection[str]) -> frozenset[str]:
+    return frozenset(o.strip().rstrip("/").lower() for o in origins)
+
+
+def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool:
+    """Whether a handshake's ``Origin`` may connect: absent (not a browser), same origin, or listed."""
+    origin = headers.get("origin")
+    if origin is None or "*" in allowed:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return True
+    host = headers.get("host", "").strip().lower()
+    return bool(host) and origin.partition("://")[2] == host
+
+
+class ConnectionCaps:
+    """Sockets open on this instance, in total and per user; ``take`` refuses beyond the caps."""
+
+    def __init__(self, total: int, per_user: int) -> None:
+        self.total, self.per_user = total, per_user
+        self._open = 0
+        self._by_user: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def full(self) -> bool:
+        with self._lock:
+            return self._open >= self.total
+
+    def take(self, user: str) -> str | None:
+        """Count one more socket of ``user``, or say why not."""
+        with self._lock:
+            if self._open >= self.total:
+                return f"this instance holds its maximum of {self.total} connections: try again later"
+            if self._by_user.get(user, 0) >= self.per_user:
+                return f"this user already has {self.per_user} connections here: close one"
+            self._open += 1
+            self._by_user[user] = self._by_user.get(user, 0) + 1
+            return None
+
+    def give_back(self, user: str) -> None:
+        with self._lock:
+            self._open -= 1
+            left = self._by_user.get(user, 0) - 1
+            if left > 0:
+                self._by_user[user] = left
+            else:
+                self._by_user.pop(user, None)
+
+
 class SocketEndpoint:
     """ASGI app: authenticates WebSocket handshakes and streams the user's messages to them."""
 
-    def __init__(self, app: App, *, hub: SocketHub | None = None, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        hub: SocketHub | None = None,
+        max_pending: int = MAX_PENDING,
+        allowed_origins: Collection[str] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
+    ) -> None:
+        """``allowed_origins`` defaults to the app's ``QUEUERUN_ALLOWED_ORIGINS`` setting."""
         self.app = app
         self._hub = hub
         self.max_pending = max_pending
+        self._origins = None if allowed_origins is None else _origin_set(allowed_origins)
+        self.caps = ConnectionCaps(max_connections, max_connections_per_user)
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        if self._origins is None:  # read when first needed: settings are never read at import
+            self._origins = _origin_set(self.app.settings.allowed_origins)
+        return self._origins
 
     @property
     def hub(self) -> SocketHub:
@@ -140,9 +227,23 @@ class SocketEndpoint:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
+        if self.caps.full():  # before the hook: a flood of handshakes costs no verification
+            await self._close_now(scope, send, CLOSE_TRY_AGAIN_LATER, "too many connections: try again later")
+            return
         user = await self._user(scope, send)
         if user is None:
             return
+        refusal = self.caps.take(user)
+        if refusal is not None:
+            log.warning("socket: connection of user %r refused: %s", user, refusal)
+            await self._close_now(scope, send, CLOSE_TRY_AGAIN_LATER, refusal)
+            return
+        try:
+            await self._connected(scope, receive, send, user)
+        finally:
+            self.caps.give_back(user)
+
+    async def _connected(self, scope: Scope, receive: Receive, send: Send, user: str) -> None:
         connection = SocketConnection(user, asyncio.get_running_loop(), max_pending=self.max_pending)
         hub = self.hub
         try:
@@ -162,9 +263,18 @@ class SocketEndpoint:
 
     async def _user(self, scope: Scope, send: Send) -> str | None:
         """The user of this handshake, or None after closing it with the reason."""
-        request = scope_request(scope, b"", relative_path(scope))
         try:
-            if self.app.authenticate is None:
+            request = scope_request(scope, b"", relative_path(scope))
+        except RequestRejected as exc:
+            await self._close_now(scope, send, CLOSE_BAD_REQUEST, str(exc))
+            return None
+        if not origin_allowed(request.headers, self.allowed_origins):
+            origin = request.headers.get("origin", "")[:60]
+            log.warning("socket: handshake from origin %r refused (not in allowed_origins)", origin)
+            await self._close_now(scope, send, CLOSE_FORBIDDEN, f"origin {origin!r} is not allowed")
+            return None
+        try:
+            if self.app.authenticate is None and not iam_checked(self.app.settings):
                 raise AuthenticationError(
                     f"app {self.app.name!r} has no authenticate hook: WebSocket connections need a user"
                 )
@@ -175,9 +285,9 @@ class SocketEndpoint:
         except AuthenticationError as exc:
             code = CLOSE_FORBIDDEN if exc.status == 403 else CLOSE_UNAUTHENTICATED
             await self._close_now(scope, send, code, str(exc))
-        except ConfigurationError as exc:
+        except ConfigurationError as exc:  # the hook returned a non-string: the app's fault, told to no client
             log.error("socket: %s", exc)
-            await self._close_now(scope, send, CLOSE_INTERNAL_ERROR, str(exc))
+            await self._close_now(scope, send, CLOSE_INTERNAL_ERROR, "authentication failed: server error")
         except Exception:
             log.exception("socket: the authenticate hook of app %r failed", self.app.name)
             await self._close_now(scope, send, CLOSE_INTERNAL_ERROR, "authentication failed: server error")
@@ -226,6 +336,21 @@ class SocketEndpoint:
                     await task
 
 
-def websocket_app(app: App, *, hub: SocketHub | None = None, max_pending: int = MAX_PENDING) -> SocketEndpoint:
+def websocket_app(
+    app: App,
+    *,
+    hub: SocketHub | None = None,
+    max_pending: int = MAX_PENDING,
+    allowed_origins: Collection[str] | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
+) -> SocketEndpoint:
     """The ASGI WebSocket endpoint of ``app`` (mount it at ``/_ws``); ``hub`` overrides the app's hub."""
-    return SocketEndpoint(app, hub=hub, max_pending=max_pending)
+    return SocketEndpoint(
+        app,
+        hub=hub,
+        max_pending=max_pending,
+        allowed_origins=allowed_origins,
+        max_connections=max_connections,
+        max_connections_per_user=max_connections_per_user,
+    )
