@@ -194,7 +194,7 @@ class Ledger:
         for held in self._candidates(specs):
             spec = specs[held.queue]
             attempt = self.watch.claim(
-                held.queue, held.message.message_id, first_seen=held.first_seen, backoff=_backoff(spec)
+                held.queue, held.message.message_id, first_seen=held.first_seen, backoff=spec.backoff
             )
             if attempt is not None:
                 claimed += 1
@@ -271,13 +271,15 @@ class Ledger:
     # -- one delivery of the dev server's own ---------------------------------------------------
     def _deliver(self, spec: QueueSpec, held: _Held, attempt: int) -> None:
         job_id = held.message.message_id
-        status = 0
         try:
             # Claimed: nothing else runs it now. Its record is the last word (a delivery may have
             # completed it between this pass's check and the claim).
             if self.backend.completions.get(self.backend.topic_path(spec.name), job_id) is not None:
                 return
             status = self._post(spec, held)
+        except Exception:  # Firestore failed: the job stays claimed and unsettled, a later pass tries again
+            log.exception("the dev server could not deliver job %s of queue %r itself", job_id, spec.name)
+            return
         finally:
             self.watch.released(spec.name, job_id)
         if self.on_recovery is not None:
@@ -307,11 +309,6 @@ class Ledger:
             return exc.code
         except OSError:
             return 0  # the server is stopping: the next dev server delivers it
-
-
-def _backoff(spec: QueueSpec) -> Callable[[int], float]:
-    """The queue's retry delay after a given attempt (the subscription's retry policy)."""
-    return lambda attempt: float(min(spec.max_backoff, spec.min_backoff * 2 ** max(0, attempt - 1)))
 
 
 def _rfc3339(when: dt.datetime) -> str:
