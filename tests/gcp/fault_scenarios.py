@@ -52,6 +52,7 @@ class Tally:
     lost: int
     doubled: int
     recovered: int = 0  # jobs the dev server's ledger delivered itself (the emulator had dropped them)
+    rerun_after_record: int = 0  # FIFO jobs run again after their completion record was written: must be 0
     push_errors: int = 0
 
     def row(self) -> str:
@@ -63,7 +64,7 @@ class Tally:
         return (
             f"{self.scenario:<34} pushed={self.pushed:<4} completed={self.completed:<4} dead={self.dead:<4} "
             f"lost={self.lost:<3} doubled={self.doubled:<3} recovered={self.recovered:<3} "
-            f"push errors={self.push_errors}"
+            f"push errors={self.push_errors} reruns after the record={self.rerun_after_record}"
         )
 
 
@@ -342,6 +343,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def reruns_after_record(runs: Path) -> int:
+    """Jobs started again after their completion record was written (read in the log's order)."""
+    recorded: set[str] = set()
+    reruns: set[str] = set()
+    for line in runs.read_text().splitlines() if runs.exists() else ():
+        kind, _, job_id = line.partition(" ")
+        if kind == "recorded":
+            recorded.add(job_id)
+        elif kind == "start" and job_id in recorded:
+            reruns.add(job_id)
+    return len(reruns)
+
+
 def settle_runs(name: str, app: App, queue: str, runs: Path, pushed: set[str], timeout: float, **extra: int) -> Tally:
     """Wait until every pushed job completed or was dead-lettered, or the deadline; count from the runs file."""
     backend = app.backend
@@ -362,6 +376,7 @@ def settle_runs(name: str, app: App, queue: str, runs: Path, pushed: set[str], t
         lost=len(pushed - completed - dead),
         doubled=sum(1 for job in pushed if done[job] > 1),
         recovered=len(pushed & set(recovered)),
+        rerun_after_record=reruns_after_record(runs),
         **extra,
     )
 
@@ -385,12 +400,15 @@ def kill_server(
         ref = app.queues(queue)
         pushed = {(ref.group(f"g{i % 3}") if fifo else ref).push({"n": i}) for i in range(jobs)}
         for k in range(kills):
-            # Kill once more jobs have started than completed (one is mid-run), progressing each time.
+            # Kill just after a job started (it sleeps JOB_SECONDS: the kill lands mid-run) once
+            # ``want`` jobs completed, progressing each time.
             want = (k + 1) * jobs // (kills + 2)
+            seen = [sum(read_runs(runs)[0].values())]
 
-            def running(want: int = want) -> bool:
-                started, done = read_runs(runs)
-                return sum(done.values()) >= want and sum(started.values()) > sum(done.values())
+            def running(want: int = want, seen: list[int] = seen) -> bool:
+                started, done = (sum(c.values()) for c in read_runs(runs))
+                fresh, seen[0] = started > seen[0], started
+                return fresh and done >= want and started > done
 
             if not wait_until(running, 60):
                 break  # nothing more runs (jobs lost): the tally shows it

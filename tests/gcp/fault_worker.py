@@ -3,7 +3,8 @@
 ``python tests/gcp/fault_worker.py APP_NAME PORT RUNS_FILE [--crash before-record|after-record]``
 serves app APP_NAME (queues ``work`` and ``work.fifo``, declared by :func:`declare`) on
 ``127.0.0.1:PORT`` against the emulators named by the environment, until killed. Every handler run
-appends ``start JOB_ID`` and ``done JOB_ID`` lines to RUNS_FILE (one ``os.write`` each on an
+appends ``start JOB_ID`` and ``done JOB_ID`` lines to RUNS_FILE, and ``recorded JOB_ID`` once its
+completion record is written, (one ``os.write`` each on an
 ``O_APPEND`` descriptor, so lines of concurrent runs and of successive processes never mix).
 
 ``--recover GRACE`` runs the dev server's ledger (:mod:`queuerun.emulator_ledger`), as ``queuerun dev
@@ -61,6 +62,19 @@ def _append(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def _log_records(app: App, runs: Path) -> None:
+    """Append ``recorded JOB_ID`` once a job's "done" completion record is written."""
+    completions = app.backend.completions  # type: ignore[attr-defined]
+    mark = completions.mark
+
+    def logging_mark(topic: str, job_id: str, **fields: Any) -> None:
+        mark(topic, job_id, **fields)
+        if fields.get("status") == "done":
+            _append(runs, f"recorded {job_id}")
+
+    completions.mark = logging_mark
+
+
 def _crash_around_completion(app: App, when: str, marker: Path) -> None:
     """SIGKILL this process once, before or after the completion record of a ``crash`` job is written."""
     completions = app.backend.completions  # type: ignore[attr-defined]
@@ -93,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app = App(args.app, settings={**os.environ, "QUEUERUN_BACKEND": "gcp", "QUEUERUN_INSECURE_PUSH": "1"})
     declare(app, args.runs)
+    _log_records(app, args.runs)
     if args.crash:
         _crash_around_completion(app, args.crash, args.runs.with_name(args.runs.name + ".crashed"))
     watch = RedeliveryWatch(grace=args.recover) if args.recover is not None else None
