@@ -162,7 +162,7 @@ class PushServer:
         threads: int = 64,
         redelivery: RedeliveryWatch | None = None,
     ) -> None:
-        """``redelivery`` follows nacked jobs until Pub/Sub delivers them again (the dev server on the emulator)."""
+        """``redelivery``: the dev server's watch on deliveries (see :mod:`.redelivery`), emulator only."""
         self.app = app
         self.redelivery = redelivery
         self.settings = settings or app.settings
