@@ -3,13 +3,18 @@
 The page (index.html) opens a WebSocket to ``/_ws`` and posts an order to the ``orders`` queue's
 HTTP endpoint; the job's ``socket.send`` calls reach that page, whichever instance runs the job.
 
-Run it locally (embedded backend, no cloud account): ``python examples/order_status/server.py``,
-then open http://127.0.0.1:8000/?token=demo-alice in a browser.
+Run it locally (embedded backend, no cloud account): ``python -m examples.order_status.app``
+(or ``queuerun dev examples.order_status.app:app --port 8000``: the dev server serves the
+``index.html`` next to this file at ``/``), then open http://127.0.0.1:8000/?token=demo-alice in a
+browser. Without a token the ``orders`` queue (not ``public=True``) refuses the post with 401. A job
+pushed from code without a user still runs: its ``socket.send`` calls reach nobody (a warning says
+so once).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -44,3 +49,16 @@ def process_order(order: dict[str, Any], meta: JobMetadata) -> None:
     socket.send({"id": order["id"], "status": "packaging"})
     time.sleep(STEP_SECONDS)  # packageAndShip()
     socket.send({"id": order["id"], "status": "shipped"})
+
+
+def main() -> None:
+    """``python -m examples.order_status.app [PORT]``: ``queuerun dev`` for this app, page included."""
+    from queuerun.cli import main as queuerun
+
+    port = sys.argv[1] if len(sys.argv) > 1 else "8000"
+    print(f"order status demo: open http://127.0.0.1:{port}/?token=demo-alice", flush=True)
+    sys.exit(queuerun(["dev", "examples.order_status.app:app", "--port", port, "--no-reload"]))
+
+
+if __name__ == "__main__":
+    main()

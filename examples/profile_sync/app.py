@@ -30,9 +30,15 @@ class ProfileChange:
 def sync_profile(change: ProfileChange, meta: JobMetadata) -> None:
     """Push one change to every downstream service; any failure retries the whole job, in order."""
     profile = asdict(change)
+    step = f"sync {change.user_id} #{meta.sequence_number} ({change.email}), attempt {meta.received_count}"
     for service in (crm, helpdesk, mailing):
         if service.records.get(change.user_id) != profile:  # idempotent: a retry skips what is done
-            service.update(change.user_id, profile)
+            try:
+                service.update(change.user_id, profile)
+            except ConnectionError as exc:
+                print(f"{step}: {exc}; the job fails and is retried after its backoff", flush=True)
+                raise
+    print(f"{step}: crm, helpdesk and mailing updated", flush=True)
 
 
 def save_profile(user_id: str, email: str, name: str) -> str:

@@ -26,7 +26,7 @@ def say(text: str) -> None:
 def send_email(job: dict[str, str], meta: JobMetadata) -> None:
     """Standard queue: jobs run in parallel. The first attempt for 'flaky' fails, to show a retry."""
     if job["to"].startswith("flaky") and meta.received_count == 1:
-        say(f"emails        attempt {meta.received_count} for {job['to']} FAILED (SMTP timeout); will retry")
+        say(f"emails        attempt {meta.received_count} for {job['to']} FAILED (SMTP timeout); retry in 0.2s")
         raise ConnectionError("SMTP timeout")
     say(f"emails        sent {job['subject']!r} to {job['to']} (attempt {meta.received_count})")
 
@@ -46,9 +46,11 @@ def main() -> None:
         for email in ("bob@one.example", "bob@two.example"):
             update_profile.group("bob").push({"email": email})
 
+        say("bob submits a form twice: two pushes with dedupe id 'form-7'")
         first = update_profile.group("bob").dedupe("form-7").push({"email": "bob@form.example"})
         again = update_profile.group("bob").dedupe("form-7").push({"email": "bob@form.example"})
-        say(f"double submit: second push returned the first job's id: {again == first} ({first[:8]}...)")
+        say(f"double submit: second push returned the first job's id: {again == first} ({first[:8]}...), one job")
+        say("pushing 2 emails; the one to flaky@example.com fails its first attempt")
 
         send_email.push({"to": "carol@example.com", "subject": "Welcome"})
         send_email.push({"to": "flaky@example.com", "subject": "Receipt"})

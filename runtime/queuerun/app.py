@@ -132,6 +132,12 @@ class App:
         try:
             sys.modules[module_name] = module
             module_spec.loader.exec_module(module)
+        except QueueRunError:
+            raise
+        except Exception as exc:  # the user's code: name the file and show its frames, not ours
+            from .import_errors import describe
+
+            raise ConfigurationError(f"queue file {str(file)!r} failed to import: {describe(exc)}") from exc
         finally:
             current_loading.reset(token)
         handler = getattr(module, "handler", None)
@@ -176,11 +182,14 @@ class App:
         with self._backend_lock:
             self._backend = backend
 
-    def local(self, *, state_file: str | Path | None = None) -> LocalRun:
-        """Run this app's jobs in-process on the embedded backend (a context manager)."""
+    def local(self, *, state_file: str | Path | None = None, backoff: bool = True) -> LocalRun:
+        """Run this app's jobs in-process on the embedded backend (a context manager).
+
+        ``backoff=False``: retries run at once instead of after the queue's backoff (for tests).
+        """
         from .local import LocalRun
 
-        return LocalRun(self, state_file=state_file)
+        return LocalRun(self, state_file=state_file, backoff=backoff)
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} queues={list(self._specs)}>"

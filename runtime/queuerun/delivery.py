@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback as tb
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -86,6 +87,8 @@ class DeliveryCore:
     ``fifo_linger(spec)``: how long to hold the answer for a timed-out sync handler of a FIFO queue
     (None: until its thread ends). ``done_level``: the log level of a completed job.
     ``trace_retries``: log a failed attempt that will be retried with its traceback too.
+    ``backoff=False``: a retry is due at once (``app.local(backoff=False)``). ``schedules_retries``:
+    the transport runs the retry after ``Verdict.delay`` itself, so the job line says when.
     """
 
     def __init__(
@@ -98,6 +101,8 @@ class DeliveryCore:
         logger: logging.Logger | None = None,
         done_level: int = logging.INFO,
         trace_retries: bool = False,
+        backoff: bool = True,
+        schedules_retries: bool = False,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -106,6 +111,8 @@ class DeliveryCore:
         self.log = logger or logging.getLogger("queuerun")
         self.done_level = done_level
         self.trace_retries = trace_retries
+        self.backoff = backoff
+        self.schedules_retries = schedules_retries
 
     async def _io(self, call: Callable[[], Any]) -> Any:
         """A backend primitive: on the loop when the backend says it is fast and local, else in a thread."""
@@ -151,7 +158,7 @@ class DeliveryCore:
                 await self._io(recorder.ensure)  # a failed write raises: the job is delivered again
             verdict = Verdict("ack", attempt, outcome)
         elif outcome.status == "retry" and attempt < spec.max_attempts:
-            verdict = Verdict("retry", attempt, outcome, delay=spec.backoff(attempt))
+            verdict = Verdict("retry", attempt, outcome, delay=spec.backoff(attempt) if self.backoff else 0.0)
         else:
             error, trace = error_text(outcome.error), traceback_text(outcome.error)
             await self._io(lambda: backend.dead_letter(spec, job, error=error, traceback=trace, attempts=attempt))
@@ -176,9 +183,13 @@ class DeliveryCore:
         if error:
             fields["error"] = error
         group = extra.get("group_id")
+        shown = status
+        if verdict.action == "retry" and self.schedules_retries:
+            due = time.localtime(time.time() + verdict.delay)
+            shown = f"retry in {verdict.delay:.3g}s at {time.strftime('%H:%M:%S', due)}"
         line = (
             f"{spec.name}{f' group={group}' if group is not None else ''} job={job.job_id} "
-            f"attempt={verdict.attempt} {duration_ms:.1f}ms {status}{f' ({error})' if error else ''}"
+            f"attempt={verdict.attempt} {duration_ms:.1f}ms {shown}{f' ({error})' if error else ''}"
         )
         failure = verdict.error
         if verdict.action == "ack":

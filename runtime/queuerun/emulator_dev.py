@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from . import emulators
 from .emulator_ledger import Ledger, Recovery, ensure_ledgers
 from .emulator_topology import ensure_topology
 from .hosting import warn_if_exposed
+from .running_dev import export_lines
 from .server.redelivery import RedeliveryWatch
 from .settings import ENV
 
@@ -35,6 +36,9 @@ log = logging.getLogger("queuerun.dev")
 
 class _JobLine(logging.Formatter):
     """The push server's structured records, as one readable line per job attempt."""
+
+    # queue -> (min_backoff, max_backoff): a retry line says when Pub/Sub sends the job again
+    backoffs: dict[str, tuple[float, float]] = {}  # noqa: RUF012  (filled once the app is loaded)
 
     def format(self, record: logging.LogRecord) -> str:
         fields: Mapping[str, Any] = record.__dict__
@@ -49,7 +53,12 @@ class _JobLine(logging.Formatter):
             parts.append(f"attempt={fields['attempt']}")
         if fields.get("duration_ms") is not None:
             parts.append(f"{fields['duration_ms']}ms")
-        parts.append(str(fields.get("status", record.levelname.lower())))
+        status = str(fields.get("status", record.levelname.lower()))
+        backoff = self.backoffs.get(str(fields.get("queue")))
+        if status == "retry" and backoff is not None:
+            # Pub/Sub picks the delay within the subscription's retry policy, from these bounds.
+            status = f"retry when Pub/Sub redelivers it, after its backoff ({backoff[0]:g}-{backoff[1]:g} s)"
+        parts.append(status)
         if fields.get("http_status") is not None:
             parts.append(f"(answered {fields['http_status']})")
         # Without an error field the message is the reason; there is always one to show.
@@ -71,8 +80,17 @@ def _job_lines() -> None:
         logger.propagate = False
 
 
-def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> None:
-    """Serve the app on the emulators until SIGINT/SIGTERM."""
+Announce = Callable[[str, Mapping[str, str]], contextlib.AbstractContextManager[Any]]
+
+
+def run_on_emulators(
+    target: str, *, host: str, port: int, workdir: Path, announce: Announce | None = None
+) -> None:
+    """Serve the app on the emulators until SIGINT/SIGTERM.
+
+    ``announce(url, settings)`` is entered once the server listens, for as long as it serves
+    (``queuerun dev`` records there where other commands find it).
+    """
     from .server.serve import BackgroundServer, load_app
 
     _job_lines()
@@ -106,6 +124,7 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
         os.environ.update({k: v for k, v in settings.items() if k != ENV.BACKEND})
         app = load_app(target)
         app.use_settings(settings)
+        _JobLine.backoffs.update({s.name: (s.min_backoff, s.max_backoff) for s in app.specs})
         watch = RedeliveryWatch()
         # binds the port, so its URL is known
         server = BackgroundServer(app, host=host, port=port, push_options={"redelivery": watch})
@@ -114,7 +133,7 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
             app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
         )
         ensure_ledgers(app, project=project, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST])
-        with server:
+        with server, (announce(server.url, settings) if announce else contextlib.nullcontext()):
             ledger = Ledger(
                 app,
                 watch,
@@ -125,9 +144,16 @@ def run_on_emulators(target: str, *, host: str, port: int, workdir: Path) -> Non
             ).start()
             print(
                 f"queuerun dev: app {app.name!r} on the emulators at {server.url} "
-                f"({len(topology)} queues: {', '.join(s.name for s in app.specs)})",
+                f"({len(topology)} queues: {', '.join(s.name for s in app.specs)}), emulator project {project!r}",
                 flush=True,
             )
+            print(
+                "queuerun dev: queuerun commands run from this folder use these emulators; elsewhere, "
+                "or for your own code, run:",
+                flush=True,
+            )
+            for line in export_lines(settings):
+                print(f"  {line}", flush=True)
             try:
                 with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()

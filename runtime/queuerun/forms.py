@@ -50,6 +50,13 @@ def parse_body(queue: str, content_type: str | None, body: bytes, accepts: Seque
         if kind == "text/plain":
             return body.decode(charset)
         if kind == "application/x-www-form-urlencoded":
+            if body.lstrip()[:1] in (b"{", b"["):  # curl -d '{...}' sends JSON with the form type
+                raise RequestRejected(
+                    400,
+                    f"queue {queue!r}: the body looks like JSON but arrived as a form "
+                    "(Content-Type: application/x-www-form-urlencoded, curl's default for -d); "
+                    "send it with Content-Type: application/json",
+                )
             fields = parse_qs(body.decode(charset), keep_blank_values=True, strict_parsing=True)
             return {k: _one_or_many(v) for k, v in fields.items()}
     except json.JSONDecodeError as exc:

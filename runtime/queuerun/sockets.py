@@ -8,7 +8,9 @@
         socket.to(["ops"]).send("order prepared")                   # other users
 
 Targets, in this order: the users named with ``to(...)``; else the current job's user (a job pushed
-from an authenticated request, or from a handler of such a job). With neither, ``send`` raises
+from an authenticated request, or from a handler of such a job). In a job without a user (pushed
+anonymously) ``send`` sends nothing and logs a warning, once per queue: the job goes on, as it would
+for a user with no open connection. Outside any job, with no ``to(...)``, it raises
 :class:`~queuerun.socket_hub.SocketUsageError`. A user with no open connection is skipped: sending
 is not an error, and nothing is kept for a later connection.
 
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from .context import current_user
+from .context import current_job, current_user
 from .payload import _to_json
 from .socket_hub import Frame, SocketError, SocketHub, SocketUsageError, hub_for
 
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 
 # Firestore's document limit is 1 MiB; the inbox document carries the message and a few fields.
 MAX_MESSAGE_BYTES: Final = 900_000
+
+log = logging.getLogger("queuerun.sockets")
+_warned: set[tuple[str, str]] = set()  # (app, queue): the no-user warning is given once per queue
 
 __all__ = ["MAX_MESSAGE_BYTES", "Socket", "SocketError", "SocketUsageError", "encode_message", "socket"]
 
@@ -90,13 +96,23 @@ class Socket:
         return Socket(self._app, _user_ids(user_ids))
 
     def _targets(self) -> tuple[str, ...]:
+        """The users to send to; () in a job that has no user (logged, nothing sent)."""
         if self._users is not None:
             return self._users
         user = current_user.get()
+        job = current_job.get()
+        if user is None and job is not None:
+            if (job.app.name, job.queue) not in _warned:
+                _warned.add((job.app.name, job.queue))
+                log.warning(
+                    "socket.send in a job of queue %r sent nothing: the job has no user (it was pushed "
+                    "anonymously); name users with socket.to(user_ids) to reach them (logged once per queue)",
+                    job.queue,
+                )
+            return ()
         if user is None:
             raise SocketUsageError(
-                "socket.send needs a user: call it in a job pushed by an authenticated user (meta.user is "
-                "None here), or name the users with socket.to(user_ids).send(message)"
+                "socket.send needs a user: outside a job, name the users with socket.to(user_ids).send(message)"
             )
         return (user,)
 
@@ -107,6 +123,8 @@ class Socket:
         """Send to every connection of the target users. Blocks until the fan-out has the message."""
         frame = encode_message(message)
         users = self._targets()
+        if not users:
+            return
         hub = self._hub()
         try:
             hub.send(users, frame)
@@ -119,6 +137,8 @@ class Socket:
         """``send`` for async code: the fan-out's I/O runs in a thread, not on the event loop."""
         frame = encode_message(message)
         users = self._targets()
+        if not users:
+            return
         hub = self._hub()
         if hub.kind == "in-process":  # no I/O: deliver now, keeping order with sync sends
             hub.send(users, frame)

@@ -31,6 +31,8 @@ A_USER: Final = "qr-user"
 A_QUEUED_AT: Final = "qr-queued-at"
 A_SEQUENCE: Final = "qr-seq"
 A_PARAM_PREFIX: Final = "qr-param-"  # one attribute per param keeps each under 1024 bytes
+# What messages call each attribute: the user never wrote "qr-dedupe", they wrote .dedupe(id).
+_FIELD: Final = {A_DEDUPE: "dedupe id", A_USER: "user id", A_GROUP: "group id", A_QUEUE: "queue name"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def check_limits(job: OutgoingJob) -> None:
             f"{MAX_ATTRIBUTES} (params {sorted(job.params)[:5]!r}...)"
         )
     for key, value in attrs.items():
-        field_name = f"param {key[len(A_PARAM_PREFIX) :]!r}" if key.startswith(A_PARAM_PREFIX) else key
+        field_name = f"param {key[len(A_PARAM_PREFIX) :]!r}" if key.startswith(A_PARAM_PREFIX) else _FIELD.get(key, key)
         if _utf8_len(key) > MAX_ATTRIBUTE_KEY_BYTES:
             raise PayloadError(
                 f"queue {q!r}: {field_name} name is {_utf8_len(key)} bytes as an attribute key; "

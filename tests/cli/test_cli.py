@@ -122,6 +122,56 @@ def test_dlq_list_show_and_replay(tmp_path: Path) -> None:
     assert "no dead letters" in queuerun("dlq", "list", "broken", "--app", APP, state=state).stdout
 
 
+def _dead_letters(state: Path) -> list[str]:
+    listed = queuerun("dlq", "list", "broken", "--app", APP, state=state)
+    assert listed.returncode == 0, listed.stderr
+    return [line.split()[0] for line in listed.stdout.splitlines() if "attempts=" in line]
+
+
+def test_dlq_replay_with_a_job_id_replays_only_that_job(tmp_path: Path) -> None:
+    from tests.cli.cliapp import app
+
+    # Given two dead letters
+    state = tmp_path / "s.sqlite3"
+    with app.local(state_file=state, backoff=False) as local:
+        first, second = app.queues("broken").push({"n": 1}), app.queues("broken").push({"n": 2})
+        local.drain(timeout=10)
+
+    # When the user replays the first by its id
+    replayed = queuerun("dlq", "replay", "broken", first, "--app", APP, state=state)
+
+    # Then only that one left the dead letters
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed job {first}" in replayed.stdout
+    assert _dead_letters(state) == [second]
+
+
+def test_dlq_discard_one_and_purge_the_rest_with_confirmation(tmp_path: Path) -> None:
+    from tests.cli.cliapp import app
+
+    state = tmp_path / "s.sqlite3"
+    with app.local(state_file=state, backoff=False) as local:
+        ids = [app.queues("broken").push({"n": n}) for n in range(3)]
+        local.drain(timeout=10)
+
+    discarded = queuerun("dlq", "discard", "broken", ids[0], "--app", APP, state=state)
+    assert discarded.returncode == 0, discarded.stderr
+    assert _dead_letters(state) == ids[1:]
+
+    unknown = queuerun("dlq", "discard", "broken", "nope", "--app", APP, state=state)
+    assert unknown.returncode == 2 and "no dead letter 'nope'" in unknown.stderr
+
+    # Without a terminal to ask on, purge refuses unless --yes
+    refused = queuerun("dlq", "purge", "broken", "--app", APP, state=state)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and "Traceback" not in refused.stderr
+    assert _dead_letters(state) == ids[1:]
+
+    purged = queuerun("dlq", "purge", "broken", "--yes", "--app", APP, state=state)
+    assert purged.returncode == 0, purged.stderr
+    assert "discarded 2 dead letter(s)" in purged.stdout
+    assert _dead_letters(state) == []
+
+
 def test_dlq_list_shows_a_dead_letter_it_cannot_decode_marked_with_the_reason(tmp_path: Path) -> None:
     import datetime as dt
 

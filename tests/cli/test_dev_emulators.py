@@ -133,3 +133,41 @@ def test_dlq_commands_on_the_google_cloud_backend(emulator_env: dict[str, str], 
     assert shown.returncode == 0 and "cannot handle {'n': 1}" in shown.stdout
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1 job(s)" in replayed.stdout and "1/1" in replayed.stderr
+
+
+def test_cli_and_code_pushes_find_dev_on_the_emulators_and_the_banner_says_how(
+    emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUERUN_", "PUBSUB_", "FIRESTORE_"))}
+    env |= {"PYTHONPATH": str(ROOT)}
+    dev_env = env | emulator_env  # the dev server uses the running emulators; the pushers are told nothing
+
+    def run(*args: str, cwd: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, env=env | (extra or {}), capture_output=True, text=True, timeout=60
+        )
+
+    with dev_on_emulators(dev_env, tmp_path) as (url, proc):
+        output = Output(proc)
+        banner = output.wait_for(r"export FIRESTORE_EMULATOR_HOST=\S+")
+        project = emulator_env["GOOGLE_CLOUD_PROJECT"]
+        assert f"on the emulators at {url}" in banner and f"emulator project {project!r}" in banner
+        exports = dict(
+            line.strip().removeprefix("export ").split("=", 1) for line in banner.splitlines() if "export " in line
+        )
+        assert exports["QUEUERUN_BACKEND"] == "gcp"
+        assert exports["PUBSUB_EMULATOR_HOST"] == emulator_env["PUBSUB_EMULATOR_HOST"]
+        # From the same folder: queuerun push and a script find the running server's emulators.
+        cli = run("-m", "queuerun.cli", "push", "notes", '{"from": "cli"}', APP, cwd=tmp_path)
+        assert cli.returncode == 0, cli.stderr
+        output.wait_for(rf"notes job={cli.stdout.strip()} attempt=1 [0-9.]+ms done")
+        script = "from tests.cli.cliapp import app; print(app.queues('notes').push({'from': 'code'}))"
+        code = run("-c", script, cwd=tmp_path)
+        assert code.returncode == 0, code.stderr
+        output.wait_for(rf"notes job={code.stdout.strip()} attempt=1 [0-9.]+ms done")
+        # From anywhere else: the printed export lines are what it takes.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        other = run("-m", "queuerun.cli", "push", "notes", '{"from": "exports"}', APP, cwd=elsewhere, extra=exports)
+        assert other.returncode == 0, other.stderr
+        output.wait_for(rf"notes job={other.stdout.strip()} attempt=1 [0-9.]+ms done")

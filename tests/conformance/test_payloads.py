@@ -122,9 +122,10 @@ def test_payload_over_pubsub_limit_raises(harness: Harness, app_name: str) -> No
         (lambda q: q.push("x", params={"note": "n" * 1025}), "param 'note' is 1025 bytes"),
         (lambda q: q.push("x", params={f"p{i}": "v" for i in range(100)}), "Pub/Sub allows 100"),
         (lambda q: q.push("x", params={"k" * 300: "v"}), "attribute key"),
-        (lambda q: q.push("x", user="u" * 2000), "qr-user is 2000 bytes"),
+        (lambda q: q.push("x", user="u" * 2000), "user id is 2000 bytes"),  # the user's words, not qr-user
+        (lambda q: q.dedupe("d" * 2000).push("x"), "dedupe id is 2000 bytes"),
     ],
-    ids=["long param", "too many params", "long param name", "long user"],
+    ids=["long param", "too many params", "long param name", "long user", "long dedupe id"],
 )
 def test_attribute_limits_checked_at_push(harness: Harness, app_name: str, make: Any, fragment: str) -> None:
     app = App(app_name)

@@ -55,6 +55,8 @@ def test_fanout_splits_a_batch_into_jobs(harness: Harness) -> None:
     [
         ("quickstart.app", "all jobs done; dead letters: 0"),
         ("profile_sync.app", "helpdesk calls in order: ['ada@one.example', 'ada@two.example', 'ada@three.example']"),
+        ("profile_sync.app", "helpdesk is temporarily unavailable; the job fails and is retried after its backoff"),
+        ("profile_sync.app", "attempt 2: crm, helpdesk and mailing updated"),  # the retry the README promises
         ("checkout.app", "charges: [('order-1001', 4999), ('order-1002', 1500)]"),
         ("fanout.app", "delivered to 1000 readers in 20 jobs"),
     ],

@@ -128,6 +128,14 @@ def test_fifo_route_carries_group_and_dedupe(web: tuple[TestClient, App, Seen]) 
         ("GET", "/tasks", {}, 405, "use POST, not GET"),
         ("POST", "/tasks", {"content": b"x", "headers": {"content-type": "image/png"}}, 415, "'image/png' is not"),
         ("POST", "/tasks", {"content": b"x"}, 415, "no Content-Type"),
+        (  # curl -d '{...}' without -H: JSON under curl's default form type
+            "POST",
+            "/tasks",
+            {"content": b'{"a": 1}', "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            400,
+            "looks like JSON but arrived as a form (Content-Type: application/x-www-form-urlencoded, curl's default "
+            "for -d); send it with Content-Type: application/json",
+        ),
         ("POST", "/jsononly", {"data": {"a": "1"}}, 415, "send one of ['application/json']"),
         ("POST", "/tasks", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 400, "not valid"),
         (

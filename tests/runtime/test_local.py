@@ -85,6 +85,26 @@ def test_drain_times_out_while_a_retry_is_pending() -> None:
             local.drain(timeout=0.5)
 
 
+def test_backoff_false_retries_at_once_so_a_test_need_not_wait() -> None:
+    # Given a queue whose retries would wait 30 s each, and a job failing twice then succeeding
+    app = App("nobackoff")
+    attempts: list[int] = []
+
+    @app.queue("flaky", min_backoff=30)
+    def handler(job: str, meta: JobMetadata) -> None:
+        attempts.append(meta.received_count)
+        if meta.received_count < 3:
+            raise RuntimeError("not yet")
+
+    # When a test drains it with backoff off
+    with app.local(backoff=False) as local:
+        handler.push("x")
+        local.drain(timeout=5)
+        # Then it ran three times, well inside the first backoff, and is no dead letter
+        assert attempts == [1, 2, 3]
+        assert local.dead_letters("flaky") == []
+
+
 def test_fifo_replay_keeps_group_order() -> None:
     app = App("fiforeplay")
     broken = threading.Event()

@@ -166,13 +166,19 @@ def test_send_to_a_user_with_no_connection_is_a_no_op(shop: tuple[Shop, TestClie
         assert ws.receive_json() == {"id": 5, "status": "later"}  # nothing of job 4 was kept for later
 
 
-def test_send_without_a_user_or_to_is_a_clear_error(shop: tuple[Shop, TestClient, Any]) -> None:
+def test_send_in_a_job_without_a_user_is_a_logged_no_op_and_outside_a_job_an_error(
+    shop: tuple[Shop, TestClient, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     s, _, local = shop
-    s.app.queues("misuse").push({})
-    local.drain(timeout=10, fail_fast=True)
-    [error] = s.errors
-    assert "socket.send needs a user" in str(error) and "socket.to(user_ids)" in str(error)
-    with pytest.raises(SocketUsageError, match=r"socket\.send needs a user"):
+    with caplog.at_level("WARNING", logger="queuerun.sockets"):
+        # An anonymous push (as the README's order example gets from a visitor who is not logged in)
+        s.app.queues("misuse").push({})
+        s.app.queues("misuse").push({})
+        local.drain(timeout=10, fail_fast=True)
+    assert s.errors == [] and local.dead_letters("misuse") == []  # the jobs succeeded, nothing retried
+    warnings = [r.getMessage() for r in caplog.records if r.name == "queuerun.sockets"]
+    assert len(warnings) == 1 and "'misuse' sent nothing" in warnings[0] and "no user" in warnings[0]
+    with pytest.raises(SocketUsageError, match=r"socket\.send needs a user.*socket\.to\(user_ids\)"):
         Socket(s.app).send("outside any job")
 
 

@@ -45,10 +45,11 @@ class EmbeddedBackend(Backend):
     name = "embedded"
     inline_io = True  # SQLite on the worker's own loop, as the rest of its bookkeeping
 
-    def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64) -> None:
+    def __init__(self, state_file: str | Path | None = None, *, max_threads: int = 64, backoff: bool = True) -> None:
         self.store = JobStore(state_file)
         self.dedupe = self.store.dedupe_store()
         self._max_threads = max_threads
+        self._backoff = backoff
         self._app: App | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,7 +88,7 @@ class EmbeddedBackend(Backend):
         if self._thread is not None:
             return
         self._app = app
-        self._core = DeliveryCore(app, self)
+        self._core = DeliveryCore(app, self, backoff=self._backoff, schedules_retries=True)
         self._stopping = False
         recovered = self.store.recover()
         if recovered:
@@ -172,7 +173,8 @@ class EmbeddedBackend(Backend):
             verdict = await self._core.deliver(spec, received)
         except Exception as exc:  # a bug of ours must not lose the job: treat it as a failed attempt
             log.exception("queue %s: job %s: delivery failed, retrying it", spec.name, job.id)
-            verdict = Verdict("retry", job.attempts, Outcome("retry", exc, 0.0), delay=spec.backoff(job.attempts))
+            delay = spec.backoff(job.attempts) if self._backoff else 0.0
+            verdict = Verdict("retry", job.attempts, Outcome("retry", exc, 0.0), delay=delay)
         self._settle(spec, job, verdict)
 
     def _settle(self, spec: QueueSpec, job: StoredJob, verdict: Verdict) -> None:
@@ -231,9 +233,14 @@ class EmbeddedBackend(Backend):
             out.append(DeadLetter.from_received(received, queue, attempts=job.attempts, error=error, traceback=trace))
         return out
 
-    def replay(self, queue: str, progress: Progress | None = None) -> list[str]:
-        ids = self.store.replay(queue, fifo=is_fifo(queue))  # one transaction: all or nothing
+    def replay(self, queue: str, progress: Progress | None = None, *, job_id: str | None = None) -> list[str]:
+        """Queue the dead letters of ``queue`` again (all, or only ``job_id``), keeping their order."""
+        ids = self.store.replay(queue, fifo=is_fifo(queue), job_id=job_id)  # one transaction: all or nothing
         self._poke()
         if progress is not None:
             progress(len(ids), len(ids))
         return ids
+
+    def discard(self, queue: str, job_id: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (all, or only ``job_id``) for good; returns how many."""
+        return self.store.discard(queue, job_id)

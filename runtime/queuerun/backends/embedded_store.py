@@ -2,12 +2,22 @@
 
 ``:memory:`` by default; a file makes state durable, so a restarted dev server loses no job.
 All access goes through one connection under one lock (SQLite serializes writers anyway).
+
+A state file has at most one worker process: :meth:`JobStore.recover` (which a starting backend
+calls before running anything) takes an exclusive lock on ``<file>.lock`` for the life of the
+store, and refuses, naming the owner's pid, while another live process holds it. So two processes
+on one file never run a job twice at once, and a job marked running is requeued only by the next
+owner, once its previous owner is gone. Processes that only push or read dead letters (``queuerun
+push``, ``dlq``, a script) need no lock: SQLite serializes their writes. The file is created
+owner-readable only (0600): it holds every payload.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..dedupe import DedupeRecord, DedupeStore
+from ..errors import ConfigurationError
 from ..wire import OutgoingJob
 
 SCHEMA = """
@@ -76,21 +87,75 @@ def _row(row: tuple[object, ...]) -> StoredJob:
     )
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` owner-readable only, unless it exists (SQLite gives its WAL files the same mode)."""
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"state file {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigurationError(f"state file {str(path)!r}: {exc.strerror}") from None
+
+
+class WorkerLock:
+    """An exclusive ``flock`` on ``<state file>.lock``, holding the owner's pid and command line."""
+
+    def __init__(self, state_file: Path) -> None:
+        self.path = state_file.with_name(state_file.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigurationError(
+                f"state file {str(self.path)[: -len('.lock')]!r} is in use by {owner}: one process runs its jobs "
+                "at a time; stop that one, or give this one its own state file (--state / state_file=)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 class JobStore:
     def __init__(self, path: str | Path | None = None) -> None:
         target = ":memory:" if path is None else str(path)
         self._shared = target != ":memory:"
-        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        self._worker_lock = WorkerLock(Path(target)) if self._shared else None
+        if self._shared:
+            _create_private(Path(target))
+        try:
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"state file {target!r}: {exc}") from None
         self.lock = threading.RLock()
         with self.lock:
-            if target != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            # Kept in memory: drain() asks after every finished job, and COUNT(*) would scan.
-            (self._pending,) = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ('ready', 'running')"
-            ).fetchone()
+            try:
+                if target != ":memory:":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                # Kept in memory: drain() asks after every finished job, and COUNT(*) would scan.
+                (self._pending,) = self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state IN ('ready', 'running')"
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._db.close()
+                raise ConfigurationError(f"state file {target!r} is not a queuerun state file: {exc}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -106,6 +171,8 @@ class JobStore:
     def close(self) -> None:
         with self.lock:
             self._db.close()
+        if self._worker_lock is not None:
+            self._worker_lock.release()
 
     # -- writes -----------------------------------------------------------------------------
     def insert(self, jobs: Sequence[OutgoingJob], *, fifo: bool) -> list[str]:
@@ -172,16 +239,22 @@ class JobStore:
             self._pending -= 1
 
     def recover(self) -> int:
-        """Jobs left running by a process that stopped are delivered again (at least once)."""
+        """Become the file's worker process, then deliver again (at least once) the jobs left running
+        by the previous one, which is gone: it held the lock until it exited."""
+        if self._worker_lock is not None:
+            self._worker_lock.acquire()
         with self.transaction() as db:
             return db.execute("UPDATE jobs SET state = 'ready' WHERE state = 'running'").rowcount
 
-    def replay(self, queue: str, *, fifo: bool) -> list[str]:
-        """Move dead jobs back to the end of the queue, oldest first, with fresh sequence numbers."""
+    def replay(self, queue: str, *, fifo: bool, job_id: str | None = None) -> list[str]:
+        """Move dead jobs (all, or the one ``job_id``) back to the end of the queue, oldest first,
+        with fresh sequence numbers."""
         now = time.time()
+        only = "" if job_id is None else " AND id = ?"
         with self.transaction() as db:
             rows = db.execute(
-                f"SELECT ord, {_COLUMNS} FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY ord", (queue,)
+                f"SELECT ord, {_COLUMNS} FROM jobs WHERE queue = ? AND state = 'dead'{only} ORDER BY ord",
+                (queue,) if job_id is None else (queue, job_id),
             ).fetchall()
             for row in rows:
                 job = _row(row[1:])
@@ -201,6 +274,15 @@ class JobStore:
                 )
             self._pending += len(rows)
         return [str(r[1]) for r in rows]
+
+    def discard(self, queue: str, job_id: str | None = None) -> int:
+        """Delete dead jobs of ``queue`` (all, or the one ``job_id``) for good; returns how many."""
+        only = "" if job_id is None else " AND id = ?"
+        with self.transaction() as db:
+            return db.execute(
+                f"DELETE FROM jobs WHERE queue = ? AND state = 'dead'{only}",
+                (queue,) if job_id is None else (queue, job_id),
+            ).rowcount
 
     # -- reads ------------------------------------------------------------------------------
     def dead(self, queue: str) -> list[StoredJob]:

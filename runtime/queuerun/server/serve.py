@@ -38,13 +38,24 @@ def load_app(target: str | None = None, environ: Mapping[str, str] | None = None
         raise ConfigurationError(f"setting {ENV.APP} must be 'module:attribute', got {spec!r}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"setting {ENV.APP}={spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        where = "" if exc.name != module_name.split(".")[0] else " (run from the folder that holds it)"
+        raise ConfigurationError(f"app {spec!r}: cannot import {module_name!r}: {exc}{where}") from exc
+    except ConfigurationError:
+        raise  # already names the queue file or setting at fault
+    except Exception as exc:  # the app's own code failed: its file, line and frames
+        from ..import_errors import describe
+
+        raise ConfigurationError(f"app {spec!r}: importing {module_name!r} failed: {describe(exc)}") from exc
     value: Any = module
     for part in attr.split("."):
-        value = getattr(value, part, None)
+        if not hasattr(value, part):
+            apps = sorted(name for name, v in vars(module).items() if isinstance(v, App))
+            found = f"; Apps in {module_name!r}: {', '.join(apps)}" if apps else f"; {module_name!r} defines no App"
+            raise ConfigurationError(f"app {spec!r}: module {module_name!r} has no attribute {part!r}{found}")
+        value = getattr(value, part)
     if not isinstance(value, App):
-        raise ConfigurationError(f"setting {ENV.APP}={spec!r}: {attr!r} is {value!r}, not a queuerun App")
+        raise ConfigurationError(f"app {spec!r}: {attr!r} is {value!r}, not a queuerun App")
     return value
 
 
