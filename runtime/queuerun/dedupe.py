@@ -51,9 +51,16 @@ def dedupe_key(queue: str, group_id: str | None, dedupe_id: str, *, app: str, pr
     file) may serve several apps: two apps declaring the same queue name must not dedupe each
     other's jobs.
     """
-    # A version prefix, and \0 between fields (names cannot contain it), so no two tuples collide.
-    raw = "\0".join(("v2", project, app, queue, group_id or "", dedupe_id))
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    # Each field length-prefixed: a separator alone is ambiguous once a field may hold it (group and
+    # dedupe ids are any string: "a\0b"+"c" and "a"+"b\0c" joined the same). "v3" keeps keys of the
+    # earlier, ambiguous scheme from ever matching. The hex digest is a valid Firestore document id.
+    fields = ("v3", project, app, queue, "" if group_id is None else "g" + group_id, dedupe_id)
+    digest = hashlib.sha256()
+    for text in fields:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 class DedupeStore(ABC):

@@ -13,14 +13,16 @@ The core (``handle``) is plain async code over :class:`HttpRequest`; thin adapte
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, unquote
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import parse_qsl, unquote_to_bytes
 
+from .body_budget import BODIES
 from .context import current_user
 from .errors import (
     AuthenticationError,
@@ -28,6 +30,7 @@ from .errors import (
     ConfigurationError,
     PayloadError,
     PayloadTooLargeError,
+    PayloadValidationError,
     PushError,
     QueueNotFoundError,
     RequestRejected,
@@ -35,6 +38,7 @@ from .errors import (
 from .forms import parse_body
 from .hosting import anonymous_allowed
 from .invoker import cloud_run_invoker, iam_checked
+from .limits import MAX_USER_ID_BYTES, id_problem
 
 if TYPE_CHECKING:
     from starlette.requests import Request as StarletteRequest
@@ -48,6 +52,9 @@ log = logging.getLogger("queuerun.http")
 HTTP_PREFIX = "/queues"  # where the Cloud Run server and the dev server mount every HTTP queue
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 MAX_BODY_CEILING = 9 * 1024 * 1024  # leaves room for attributes under Pub/Sub's 10 MB message limit
+# Bodies up to this size are parsed on the event loop: a thread hop costs more than parsing them,
+# and the limits in queuerun.limits bound the cost of any body accepted.
+PARSE_INLINE_BYTES = 64 * 1024
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -85,17 +92,29 @@ async def authenticate(app: App, request: HttpRequest) -> str | None:
 
     The app's hook decides; where it finds no user and Cloud Run's invoker check admitted the request
     (an IAM-protected service), the user is the invoker's verified email (see :mod:`queuerun.invoker`).
+    A sync hook runs in a worker thread: it may block (a token check over the network) while the
+    event loop serves other requests, push deliveries included.
     """
     user: str | None = None
-    if app.authenticate is not None:
-        result = app.authenticate(request)
-        if inspect.isawaitable(result):
-            result = await result
+    hook = app.authenticate
+    if hook is not None:
+        result: object
+        if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__):
+            result = await cast(Awaitable[object], hook(request))
+        else:
+            result = await asyncio.to_thread(hook, request)
+            if inspect.isawaitable(result):
+                result = await result
         if result is not None and not isinstance(result, str):
             # The value may be anything the app holds (a session, a record): its type only, in the log only.
             raise AuthenticationHookError(
                 f"app {app.name!r}: authenticate must return a user id string or None, got a {type(result).__name__}"
             )
+        if result is not None:
+            # A user id is a Pub/Sub attribute and an indexed Firestore field: see limits.MAX_USER_ID_BYTES.
+            problem = id_problem("the user id authenticate returned", result, max_bytes=MAX_USER_ID_BYTES, show=False)
+            if problem is not None:
+                raise AuthenticationHookError(f"app {app.name!r}: {problem}")
         user = result
     if user is None and iam_checked(app.settings):
         user = cloud_run_invoker(request.headers)
@@ -130,7 +149,11 @@ async def handle(
         user = await authenticate(queue.app, request)
         if user is None and not spec.public and not allow_anonymous:
             return anonymous_refused(spec.name)
-        payload = parse_body(spec.name, request.headers.get("content-type"), request.body, spec.accepts)
+        content_type = request.headers.get("content-type")
+        if len(request.body) <= PARSE_INLINE_BYTES:
+            payload = parse_body(spec.name, content_type, request.body, spec.accepts)
+        else:  # off the loop: other requests, push deliveries included, go on meanwhile
+            payload = await asyncio.to_thread(parse_body, spec.name, content_type, request.body, spec.accepts)
         ref = queue
         params = dict(request.query)
         if segments:
@@ -151,6 +174,8 @@ async def handle(
         return _reject(500, f"queue {spec.name!r}: internal error, the job was not queued")
     except RequestRejected as exc:
         return _reject(exc.status, str(exc))
+    except PayloadValidationError as exc:  # a typed queue validates at the door: nothing is queued
+        return _reject(422, str(exc))
     except PayloadTooLargeError as exc:
         return _reject(413, str(exc))
     except PayloadError as exc:
@@ -237,6 +262,42 @@ def scope_request(scope: Scope, body: bytes, path: str) -> HttpRequest:
     )
 
 
+def query_problem(scope: Scope) -> str | None:
+    """Why the query string cannot become params: a name or value not UTF-8 once percent-decoded.
+
+    The lenient decoding turns every invalid byte into U+FFFD, so ``?ref=%FF`` and ``?ref=%FE``
+    would reach ``meta.params`` as the same value.
+    """
+    raw: bytes = scope.get("query_string", b"")
+    if raw.isascii() and b"%" not in raw:
+        return None
+    # latin-1 both ways keeps every byte as it came; the strict UTF-8 decode then judges it.
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+        for text in (name, value):
+            try:
+                text.encode("latin-1").decode("utf-8")
+            except UnicodeDecodeError:
+                return f"query parameter {name[:40]!r} is not valid UTF-8 once percent-decoded"
+    return None
+
+
+def raw_path_problem(raw_uri: str) -> str | None:
+    """For hosts that route on the decoded path (Flask): what that decoding would split or merge.
+
+    werkzeug decodes ``a%2Fb`` to ``a/b`` before matching ``<group>``, and invalid UTF-8 to U+FFFD,
+    so the view cannot get such ids back: refuse them rather than queue under another id.
+    """
+    path = raw_uri.partition("?")[0]
+    if "%2f" in path.lower():
+        return "an encoded '/' (%2F) in a path segment cannot be routed here (Flask decodes it before routing)"
+    for segment in path.split("/"):
+        try:
+            unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"path segment {segment[:60]!r} is not valid UTF-8 once percent-decoded"
+    return None
+
+
 def relative_path(scope: Scope) -> str:
     path: str = scope.get("path", "/")
     root: str = scope.get("root_path", "")
@@ -246,7 +307,49 @@ def relative_path(scope: Scope) -> str:
 
 
 def split_segments(path: str) -> list[str]:
-    return [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+    """Segments of an already decoded path (no second percent-decoding: ``%252F`` stays ``%2F``)."""
+    return path.strip("/").split("/") if path.strip("/") else []
+
+
+def path_segments(scope: Scope, below: str | None = None) -> list[str]:
+    """Segments of the request path below the mount point, each percent-decoded exactly once.
+
+    Servers decode ``path`` already, so ``a%2Fb`` arrives there as ``a/b``: split that and one
+    group id becomes two segments. The raw path (``raw_path``, set by uvicorn, hypercorn and
+    Starlette's test client) is split first and each segment decoded after, as UTF-8, strictly:
+    ``%FF`` and ``%FE`` must not both become U+FFFD and name the same group. ``below`` is the
+    decoded prefix to drop (the mount point; default ``root_path``). Raises RequestRejected (400).
+    """
+    prefix = scope.get("root_path", "") if below is None else below
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes | bytearray):
+        decoded: str = scope.get("path", "/")
+        return split_segments(decoded[len(prefix) :] if decoded.startswith(prefix) else decoded)
+    parts = bytes(raw).partition(b"?")[0].split(b"/")
+    skip = len(prefix.rstrip("/").split("/")) if prefix.strip("/") else 1  # "" before the first "/", then the mount
+    mount = "/".join(unquote_to_bytes(p).decode("utf-8", "replace") for p in parts[:skip])
+    if mount != prefix.rstrip("/"):
+        # The mount point holds an encoded "/" or the server rewrote the path: trust its decoding.
+        decoded = scope.get("path", "/")
+        return split_segments(decoded[len(prefix) :] if decoded.startswith(prefix) else decoded)
+    segments: list[str] = []
+    for part in parts[skip:]:
+        try:
+            segments.append(unquote_to_bytes(part).decode("utf-8"))
+        except UnicodeDecodeError:
+            shown = part.decode("latin-1")[:60]
+            raise RequestRejected(400, f"path segment {shown!r} is not valid UTF-8 once percent-decoded") from None
+    return _strip_empty(segments)
+
+
+def _strip_empty(segments: list[str]) -> list[str]:
+    """Drop empty segments at either end (``/q/g/`` is ``/q/g``), keeping decoded "/" inside segments."""
+    start, end = 0, len(segments)
+    while start < end and not segments[start]:
+        start += 1
+    while end > start and not segments[end - 1]:
+        end -= 1
+    return segments[start:end]
 
 
 async def serve_asgi(
@@ -260,29 +363,40 @@ async def serve_asgi(
 ) -> None:
     """Shared ASGI plumbing: resolve the queue, bound the body, call :func:`handle`."""
     path = relative_path(scope)
-    found = find(split_segments(path))
+    try:
+        found = find(path_segments(scope))
+    except RequestRejected as exc:
+        found = _reject(exc.status, str(exc))
     if isinstance(found, HttpResponse):
         await send_response(send, found)
         return
     queue, segments = found
+    problem = query_problem(scope)
+    if problem is not None:
+        await send_response(send, _reject(400, f"queue {queue.name!r}: {problem}"))
+        return
     declared = scope.get("headers", [])
     length = next((v for k, v in declared if k.lower() == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > max_body:
         await send_response(send, _too_large(queue.name, max_body))
         return
-    try:
-        body = await read_body(receive, max_body)
-    except ClientGone:
-        return  # a truncated body must not become a job, and there is no one left to answer
-    if body is None:
-        await send_response(send, _too_large(queue.name, max_body))
-        return
-    try:
-        request = scope_request(scope, body, path)
-    except RequestRejected as exc:
-        await send_response(send, _reject(exc.status, f"queue {queue.name!r}: {exc}"))
-        return
-    await send_response(send, await handle(queue, request, segments, allow_anonymous=allow_anonymous))
+    # Held from before the body is read until it is answered: the body's memory lives that long.
+    async with BODIES.reserve(int(length) if length is not None and length.isdigit() else max_body):
+        try:
+            body = await read_body(receive, max_body)
+        except ClientGone:
+            return  # a truncated body must not become a job, and there is no one left to answer
+        if body is None:
+            await send_response(send, _too_large(queue.name, max_body))
+            return
+        try:
+            request = scope_request(scope, body, path)
+        except RequestRejected as exc:
+            response = _reject(exc.status, f"queue {queue.name!r}: {exc}")
+        else:
+            response = await handle(queue, request, segments, allow_anonymous=allow_anonymous)
+        del body  # the reservation ends with the answer; the body need not outlive the push
+    await send_response(send, response)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
@@ -334,7 +448,11 @@ class QueueHttp:
 
         def view(group: str | None = None, dedupe: str | None = None) -> Response:
             length = request.content_length
-            if length is not None and length > self.max_body:
+            raw_uri = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
+            problem = raw_path_problem(raw_uri) or query_problem({"query_string": request.query_string})
+            if problem is not None:
+                result = _reject(400, f"queue {self.queue.name!r}: {problem}")
+            elif length is not None and length > self.max_body:
                 result = _too_large(self.queue.name, self.max_body)
             else:
                 body = request.stream.read(self.max_body + 1)
@@ -399,10 +517,19 @@ class AppHttp:
         from starlette.requests import ClientDisconnect
         from starlette.responses import Response
 
-        found = self._find(split_segments(path))
+        full: str = request.scope.get("path", "")
+        try:
+            if full.endswith(path):
+                found = self._find(path_segments(request.scope, below=full[: len(full) - len(path)]))
+            else:
+                found = self._find(split_segments(path))
+        except RequestRejected as exc:
+            found = _reject(exc.status, str(exc))
         result: HttpResponse
         if isinstance(found, HttpResponse):
             result = found
+        elif (problem := query_problem(request.scope)) is not None:
+            result = _reject(400, f"queue {found[0].name!r}: {problem}")
         else:
             queue, segments = found
             limit = self.app.http_max_body
@@ -411,22 +538,24 @@ class AppHttp:
             if declared.isdigit() and int(declared) > limit:
                 result = _too_large(queue.name, limit)
             else:
-                try:
-                    async for chunk in request.stream():
-                        body += chunk
-                        if len(body) > limit:
-                            break
-                except ClientDisconnect:
-                    return Response(status_code=400)  # nobody reads it; nothing is queued
-                if len(body) > limit:
-                    result = _too_large(queue.name, limit)
-                else:
+                async with BODIES.reserve(int(declared) if declared.isdigit() else limit):
                     try:
-                        req = scope_request(request.scope, bytes(body), path)
-                    except RequestRejected as exc:
-                        result = _reject(exc.status, f"queue {queue.name!r}: {exc}")
+                        async for chunk in request.stream():
+                            body += chunk
+                            if len(body) > limit:
+                                break
+                    except ClientDisconnect:
+                        return Response(status_code=400)  # nobody reads it; nothing is queued
+                    if len(body) > limit:
+                        result = _too_large(queue.name, limit)
                     else:
-                        result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
+                        try:
+                            req = scope_request(request.scope, bytes(body), path)
+                        except RequestRejected as exc:
+                            result = _reject(exc.status, f"queue {queue.name!r}: {exc}")
+                        else:
+                            del body
+                            result = await handle(queue, req, segments, allow_anonymous=self.allow_anonymous)
         return Response(
             result.encoded(), status_code=result.status, headers=dict(result.headers), media_type="application/json"
         )

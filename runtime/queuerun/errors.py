@@ -12,7 +12,7 @@
     ├── JobError                  raised inside a worker, about one job
     │   ├── JobTimeoutError       the handler ran past the queue's timeout
     │   ├── PayloadValidationError  payload does not fit the handler's typed parameter
-    │   │                            (never retried: it goes straight to dead letters)
+    │   │                            (raised by push; on delivery never retried: straight to dead letters)
     │   ├── UndecodableJobError   a delivered message cannot become a job at all
     │   │                            (never retried: dead-lettered at once, with the reason)
     │   └── Reject                raised by a handler: dead-letter this job now, no retry (.reason)
@@ -95,7 +95,8 @@ class JobTimeoutError(JobError, TimeoutError):
 
 
 class PayloadValidationError(JobError, ValueError):
-    """The payload does not match the handler's annotated type. Not retried."""
+    """The payload does not match the handler's annotated type: raised by ``push`` (nothing is queued),
+    and on delivery of a message another producer published (not retried). Names fields and types, never values."""
 
 
 class UndecodableJobError(JobError, ValueError):

@@ -69,19 +69,29 @@ def inspect_handler(func: Handler, *, queue: str) -> HandlerInfo:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _adapter(payload_type: Any) -> Any:
+    """One pydantic TypeAdapter per type: building one costs more than validating (push validates too)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(payload_type)
+
+
 def convert_payload(info: HandlerInfo, payload: Any, *, queue: str) -> Any:
     """Validate and convert to the handler's typed parameter. Raises PayloadValidationError."""
     if info.payload_type is None:
         return payload
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     try:
-        return TypeAdapter(info.payload_type).validate_python(payload)
+        return _adapter(info.payload_type).validate_python(payload)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "(payload)"
-            problems.append(f"field {where!r}: {err.get('msg')} (got {err.get('input')!r})")
+            # The type of what came, never the value: this message reaches logs and dead-letter
+            # attributes, and a payload may hold a card number.
+            problems.append(f"field {where!r}: {err.get('msg')} (got {type(err.get('input')).__name__})")
         raise PayloadValidationError(
             f"queue {queue!r}: payload does not match {info.payload_type.__name__}: " + "; ".join(problems)
         ) from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from .context import inherited_user
 from .errors import ConfigurationError, GroupIdRequiredError
-from .handlers import HandlerInfo
+from .handlers import HandlerInfo, convert_payload
+from .limits import id_problem
 from .spec import QueueSpec
 from .wire import OutgoingJob, build_job
 
@@ -20,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def _check_id(queue: str, field: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"queue {queue!r}: {field} must be a non-empty string, got {value!r}")
+    problem = id_problem(field, value)
+    if problem is not None or not isinstance(value, str):
+        raise ConfigurationError(f"queue {queue!r}: {problem}")
     return value
 
 
@@ -117,6 +121,13 @@ class Queue:
             params=params,
             user=user if user is not None else inherited_user(),
         )
+        info = self._info or self._app._handlers.get(self.name)
+        if info is not None and info.payload_type is not None:
+            # Validate at the door what the handler will get (the payload as decoded on delivery):
+            # a job that cannot run must fail its push, not sit in dead letters.
+            from .payload import decode
+
+            convert_payload(info, decode(job.data, job.content_type), queue=self.name)
         if self.fifo and job.dedupe_id is None:
             from .payload import content_hash
 
@@ -125,16 +136,21 @@ class Queue:
         return job
 
     def push(self, payload: Any, *, params: Mapping[str, Any] | None = None, user: str | None = None) -> str:
-        """Queue one job; returns its id once it is durably queued. Raises a PushError otherwise."""
+        """Queue one job; returns its id once it is durably queued. Raises a PushError otherwise, or
+        PayloadValidationError when the handler's typed parameter would refuse the payload."""
         job = self._job(payload, params, user)
         return self._app.backend.enqueue(self.spec, [job])[0]
 
     async def apush(self, payload: Any, *, params: Mapping[str, Any] | None = None, user: str | None = None) -> str:
         """``push`` for async code: the publish waits in a worker thread, not on the event loop."""
-        job = self._job(payload, params, user)
         loop = asyncio.get_running_loop()
-        ids = await loop.run_in_executor(_push_threads(), self._app.backend.enqueue, self.spec, [job])
-        return ids[0]
+        # Serializing (and validating) a large payload takes CPU: in the thread too, with this
+        # task's context (the inherited user is a context variable).
+        call = functools.partial(contextvars.copy_context().run, self._push_one, payload, params, user)
+        return await loop.run_in_executor(_push_threads(), call)
+
+    def _push_one(self, payload: Any, params: Mapping[str, Any] | None, user: str | None) -> str:
+        return self._app.backend.enqueue(self.spec, [self._job(payload, params, user)])[0]
 
     def push_many(
         self, payloads: Iterable[Any], *, params: Mapping[str, Any] | None = None, user: str | None = None

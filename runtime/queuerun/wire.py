@@ -102,21 +102,36 @@ def build_job(
     return job
 
 
+def _field_name(key: str) -> str:
+    """What a user calls the value of attribute ``key``: not our attribute names."""
+    if key.startswith(A_PARAM_PREFIX):
+        return f"param {key[len(A_PARAM_PREFIX) :]!r}"
+    return _FIELD.get(key, key)
+
+
 def check_limits(job: OutgoingJob) -> None:
     q = job.queue
+    attrs = job.attributes(sequence_number=2**63)  # sized with the largest sequence a backend may add
+    for key, value in attrs.items():
+        for text in (key, value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # Pub/Sub attributes are UTF-8: a lone surrogate cannot travel
+                raise PayloadError(
+                    f"queue {q!r}: {_field_name(key)} is not valid Unicode (it holds a lone surrogate)"
+                ) from None
     if job.group_id is not None and _utf8_len(job.group_id) > MAX_ORDERING_KEY_BYTES:
         raise PayloadError(
             f"queue {q!r}: group id is {_utf8_len(job.group_id)} bytes; Pub/Sub ordering keys are at most "
             f"{MAX_ORDERING_KEY_BYTES} bytes (group id {job.group_id[:40]!r}...)"
         )
-    attrs = job.attributes(sequence_number=2**63)  # sized with the largest sequence a backend may add
     if len(attrs) > MAX_ATTRIBUTES:
         raise PayloadError(
             f"queue {q!r}: {len(job.params)} params make {len(attrs)} message attributes; Pub/Sub allows "
             f"{MAX_ATTRIBUTES} (params {sorted(job.params)[:5]!r}...)"
         )
     for key, value in attrs.items():
-        field_name = f"param {key[len(A_PARAM_PREFIX) :]!r}" if key.startswith(A_PARAM_PREFIX) else _FIELD.get(key, key)
+        field_name = _field_name(key)
         if _utf8_len(key) > MAX_ATTRIBUTE_KEY_BYTES:
             raise PayloadError(
                 f"queue {q!r}: {field_name} name is {_utf8_len(key)} bytes as an attribute key; "

@@ -8,7 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from queuerun import App, JobMetadata
+from queuerun.errors import PayloadValidationError
+from queuerun.wire import build_job
 
 from .harness import Harness
 
@@ -151,9 +155,16 @@ def test_invalid_typed_payload_is_dead_lettered_without_retry(harness: Harness, 
         calls.append(order)
 
     with harness.run(app) as run:
-        handler.push({"order_id": "not a number", "email": "a@b.c"})
+        with pytest.raises(PayloadValidationError, match="order_id"):
+            handler.push({"order_id": "not a number", "email": "a@b.c"})  # validated at push: not queued
+        # Another producer's message skips that check: it is dead-lettered on delivery, not retried.
+        job = build_job(
+            "typed", {"order_id": "not a number", "email": "a@b.c"}, group_id=None, dedupe_id=None, params={}, user=None
+        )
+        app.backend.enqueue(app.spec("typed"), [job])
         run.drain(timeout=60)
         dead = run.dead_letters("typed")
     assert calls == []
     assert len(dead) == 1 and dead[0].attempts == 1
-    assert "order_id" in dead[0].error and "not a number" in dead[0].error
+    assert "order_id" in dead[0].error and "(got str)" in dead[0].error
+    assert "not a number" not in dead[0].error  # field and type, never the value

@@ -19,7 +19,9 @@ from gcp_helpers import Calls
 
 from queuerun import App, JobMetadata
 from queuerun.backends.gcp import GcpBackend
+from queuerun.errors import PayloadValidationError
 from queuerun.server.serve import BackgroundServer
+from queuerun.wire import build_job
 
 pytestmark = pytest.mark.emulators
 
@@ -150,12 +152,16 @@ def test_a_payload_that_does_not_fit_the_handler_type_is_dead_lettered_without_r
 
     serve(app)
     handle.push({"id": 7})
-    bad = handle.push({"id": "not a number"})
+    with pytest.raises(PayloadValidationError, match="field 'id'"):
+        handle.push({"id": "not a number"})  # validated at push: not queued
+    # Another producer's message skips that check: dead-lettered on delivery, not retried.
+    job = build_job("typed", {"id": "not a number"}, group_id=None, dedupe_id=None, params={}, user=None)
+    [bad] = _backend(app).enqueue(app.spec("typed"), [job])
     _backend(app).drain(timeout=30)
     assert calls.items == [7]
     dead = _backend(app).dead_letters("typed")
     assert [(d.job_id, d.attempts) for d in dead] == [(bad, 1)]
-    assert "field 'id'" in dead[0].error
+    assert "field 'id'" in dead[0].error and "not a number" not in dead[0].error
 
 
 def test_every_payload_type_round_trips_through_pubsub(new_app: Callable[[], App], serve: Serve) -> None:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from queuerun import App, JobMetadata
-from queuerun.errors import DrainTimeoutError
+from queuerun.errors import DrainTimeoutError, PayloadValidationError
 
 
 def test_durable_state_survives_a_restart(tmp_path: Path) -> None:
@@ -146,12 +146,13 @@ def test_pydantic_payload_is_validated_and_converted() -> None:
 
     with app.local() as local:
         handler.push(Signup(email="a@b.c", age=30))  # a model is serialized like a dict
-        handler.push({"email": "x@y.z", "age": "old"})
+        with pytest.raises(PayloadValidationError, match="field 'age'") as refused:
+            handler.push({"email": "x@y.z", "age": "old"})  # validated at push: never queued
         local.drain(timeout=10)
         dead = local.dead_letters("signups")
     assert got == [Signup(email="a@b.c", age=30)]
-    assert len(dead) == 1 and dead[0].attempts == 1
-    assert "field 'age'" in dead[0].error and "'old'" in dead[0].error
+    assert dead == []
+    assert "old" not in str(refused.value)  # the field and the type, never the value
 
 
 def test_fifo_group_waits_for_a_timed_out_sync_handler() -> None:

@@ -116,6 +116,10 @@ def wsgi_scope(environ: Mapping[str, Any]) -> Scope:
     # PEP 3333 carries the path's bytes as latin-1 characters; ASGI wants the UTF-8 text.
     path = str(environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace") or "/"
     root_path = str(environ.get("SCRIPT_NAME", "")).encode("latin-1").decode("utf-8", "replace")
+    # The path as sent, before decoding (gunicorn and werkzeug set these): HTTP queues split it into
+    # segments before decoding each, so "a%2Fb" stays one group id (PATH_INFO has it as "a/b").
+    raw_uri = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    raw_path = raw_uri.partition("?")[0].encode("latin-1") if raw_uri.startswith("/") else None
     server_port = str(environ.get("SERVER_PORT", "") or "0")
     remote_port = str(environ.get("REMOTE_PORT", "") or "0")
     return {
@@ -127,6 +131,7 @@ def wsgi_scope(environ: Mapping[str, Any]) -> Scope:
         "path": root_path + path,
         "root_path": root_path,
         "query_string": str(environ.get("QUERY_STRING", "")).encode("latin-1"),
+        **({"raw_path": raw_path} if raw_path is not None else {}),
         "headers": headers,
         "client": (str(environ.get("REMOTE_ADDR", "")), int(remote_port) if remote_port.isdigit() else 0),
         "server": (str(environ.get("SERVER_NAME", "")), int(server_port) if server_port.isdigit() else 0),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import ConfigurationError
 from ..hosting import managed_host, warn_if_exposed
 from ..settings import ENV
+from .memory import pin_mmap_threshold
 
 if TYPE_CHECKING:
     import uvicorn
@@ -89,6 +90,7 @@ def serve(
     from .logs import configure_logging
 
     configure_logging()
+    pin_mmap_threshold()  # peak memory under large bodies: see queuerun.server.memory
     app = app or load_app()
     on_cloud_run = bool(os.environ.get(ENV.CLOUD_RUN_SERVICE))
     bind_host = host or ("0.0.0.0" if on_cloud_run else "127.0.0.1")
