@@ -6,9 +6,10 @@ push server, with topics and subscriptions built from the app's declarations; ``
 queues get pull subscriptions, consumed by the pull worker (``queuerun worker``) in this process. Emulators this
 command starts are stopped by process group when it exits.
 
-The emulator drops some messages after failed push deliveries (production does not): every job
-this server nacked and the emulator did not deliver again within a minute is logged as LOST, by
-job id, so no work disappears silently (see :mod:`queuerun.server.redelivery`).
+The emulator drops some messages after failed push deliveries, and some it could not push while
+this server was down (production does not): a ledger subscription keeps a copy of every job until
+it settles, and a job the emulator has not delivered for a minute is delivered by this server
+itself, with the same job id, and logged as RECOVERED (see :mod:`queuerun.emulator_ledger`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import emulators
+from .emulator_ledger import Ledger, Recovery, ensure_ledgers
 from .emulator_topology import ensure_topology
 from .hosting import warn_if_exposed
 from .running_dev import export_lines
@@ -132,6 +134,7 @@ def run_on_emulators(
         topology = ensure_topology(
             app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
         )
+        ensure_ledgers(app, project=project, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST])
         # Pull queues have pull subscriptions there, consumed by the worker production runs.
         pulled = any(s.delivery == "pull" for s in app.specs)
         worker = PullWorker(app).start() if pulled else None
@@ -142,6 +145,14 @@ def run_on_emulators(
         ):
             if worker is not None:
                 stack.callback(worker.stop)
+            ledger = Ledger(
+                app,
+                watch,
+                server.url,
+                project=project,
+                emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST],
+                on_recovery=report_recovery,
+            ).start()
             print(
                 f"queuerun dev: app {app.name!r} on the emulators at {server.url} "
                 f"({len(topology)} queues: {', '.join(s.name for s in app.specs)}), emulator project {project!r}",
@@ -154,10 +165,11 @@ def run_on_emulators(
             )
             for line in export_lines(settings):
                 print(f"  {line}", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    threading.Event().wait(1.0)
-                    report_lost(watch)
+            try:
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+            finally:
+                ledger.stop()
     except KeyboardInterrupt:
         pass
     finally:
@@ -165,24 +177,22 @@ def run_on_emulators(
             emulators.stop(emulator)
 
 
-def report_lost(watch: RedeliveryWatch) -> int:
-    """Log every nacked job the emulator has not redelivered in time; returns how many."""
-    lost = watch.overdue()
-    for item in lost:
-        log.error(
-            "the Pub/Sub emulator did not redeliver this job",
-            extra={
-                "queue": item.queue,
-                "job_id": item.job_id,
-                "attempt": item.attempt,
-                "status": "LOST",
-                "error": (
-                    f"nacked, then not redelivered within {watch.grace:g} s: the emulator drops messages after "
-                    "failed push deliveries; production Pub/Sub would retry it. Push it again to run it"
-                ),
-            },
-        )
-    return len(lost)
+def report_recovery(recovery: Recovery) -> None:
+    """Log a job this server delivered itself because the emulator had dropped it."""
+    answered = f"answered {recovery.status}" if recovery.status else "not answered: the server is stopping"
+    log.warning(
+        "the Pub/Sub emulator did not deliver this job again: the dev server delivered it itself",
+        extra={
+            "queue": recovery.queue,
+            "job_id": recovery.job_id,
+            "attempt": recovery.attempt or None,
+            "status": "RECOVERED",
+            "error": (
+                "the emulator drops messages after failed pushes (production Pub/Sub does not); "
+                f"delivered from the dev server's ledger, same job id, {answered}"
+            ),
+        },
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

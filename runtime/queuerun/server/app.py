@@ -64,6 +64,7 @@ from ..wire import ReceivedJob
 from .envelope import MAX_PUSH_BODY_BYTES, PushedMessage, decode_push_envelope
 from .logs import TRACE_HEADER, trace_fields
 from .oidc import push_authorization
+from .redelivery import REDELIVERY_HEADER
 from .websocket import WEBSOCKET_PATH, websocket_app
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class PushServer:
         threads: int = 64,
         redelivery: RedeliveryWatch | None = None,
     ) -> None:
-        """``redelivery`` follows nacked jobs until Pub/Sub delivers them again (the dev server on the emulator)."""
+        """``redelivery``: the dev server's watch on deliveries (see :mod:`.redelivery`), emulator only."""
         self.app = app
         self.redelivery = redelivery
         self.settings = settings or app.settings
@@ -260,6 +261,9 @@ class PushServer:
         except EnvelopeError as exc:
             log.warning("bad push request: %s", exc, extra={"queue": queue, "http_status": exc.status, **trace})
             return error_response(exc.status, str(exc))
+        watch = self.redelivery
+        if watch is not None and not watch.arrived(queue, message.message_id, request.headers.get(REDELIVERY_HEADER)):
+            return await self._taken_over(spec, message, trace)
         try:
             return await self._run(spec, message, trace)
         except Exception as exc:  # a store we depend on failed: nack so Pub/Sub delivers it again later
@@ -274,10 +278,26 @@ class PushServer:
                 **trace,
             }
             log.exception("could not process job: %s", error, extra=fields)
-            if self.redelivery is not None:
-                self.redelivery.nacked(queue, message.message_id, fields["attempt"] or 0)
+            if watch is not None:
+                watch.nacked(queue, message.message_id, fields["attempt"] or 0)
             # The cause is logged above; it may name topic paths, which the caller need not learn.
             return error_response(UNAVAILABLE_STATUS, f"queue {queue!r}: job {message.message_id} not processed")
+        finally:
+            if watch is not None:
+                watch.finished(queue, message.message_id)
+
+    async def _taken_over(self, spec: QueueSpec, message: PushedMessage, trace: dict[str, Any]) -> Response:
+        """A copy from the emulator of a job the dev server now delivers itself: not run again. On a
+        FIFO queue it is acknowledged once the job settled and refused until then, holding the group."""
+        fields = {"queue": spec.name, "job_id": message.message_id, **trace}
+        if spec.fifo:
+            status = await anyio.to_thread.run_sync(self.backend.completion_status, spec, message.message_id)
+            if status is None:
+                return error_response(
+                    409, f"queue {spec.name!r}: job {message.message_id} is being redelivered by the dev server"
+                )
+        log.info("a late copy of a job the dev server delivered itself: acknowledged", extra=fields)
+        return Response(status_code=ACK_STATUS)
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.max_body_bytes
@@ -330,8 +350,6 @@ class PushServer:
         self, spec: QueueSpec, message: PushedMessage, received_count: int, trace: dict[str, Any]
     ) -> Response:
         queue = spec.name
-        if self.redelivery is not None:
-            self.redelivery.delivered(queue, message.message_id)
         job = ReceivedJob(
             job_id=message.message_id,
             data=message.data,
