@@ -38,6 +38,7 @@ from .constants import (
 from .source import SourceBundle
 from .user_key import UserKey
 from .validation import default_request_timeout, known, resolve
+from .worker_pool import pull_specs, worker_pool
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,31 @@ class QueueRunApp(pulumi.ComponentResource):
             self.queue_resources[spec.name] = self._queue(spec, audience)
 
         self._bindings(project_id, database_name, agent)
+        # Pull queues are consumed by `queuerun worker` in a Cloud Run worker pool (see worker_pool.py).
+        self.worker_pool = (
+            worker_pool(
+                f"{name}-worker",
+                name=f"{app}-worker",
+                region=region,
+                project=a.project,
+                image=self._image,
+                env=self._env,
+                secret_env={ENV.USER_KEY: user_key_env.value_source.secret_key_ref},  # type: ignore[union-attr]
+                service_account=self.runtime_account.email,
+                instances=a.worker_instances,
+                max_instances=a.worker_max_instances,
+                cpu=a.cpu,
+                memory=a.memory,
+                labels=self._labels,
+                deletion_protection=a.deletion_protection,
+                # Cloud Run refuses a revision whose account cannot read its secrets: the grant comes first.
+                opts=pulumi.ResourceOptions.merge(
+                    self._child, pulumi.ResourceOptions(depends_on=[self._user_key_reader])
+                ),
+            )
+            if pull_specs(self.specs)
+            else None
+        )
         for warning in reachability.warnings(a.access, self.specs, websockets=a.websockets):
             self._warn(warning)
 
@@ -457,7 +483,8 @@ class QueueRunApp(pulumi.ComponentResource):
         }
         if a.allowed_origins:
             managed[ENV.ALLOWED_ORIGINS] = ",".join(a.allowed_origins)
-        env = {**a.env, **managed}
+        env = self._env = {**a.env, **managed}
+        self._image = image
         request_timeout = a.request_timeout if a.request_timeout is not None else default_request_timeout(self.specs)
         return gcp.cloudrunv2.Service(
             f"{self._name}-service",

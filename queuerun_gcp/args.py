@@ -102,6 +102,11 @@ class QueueRunAppArgs:
     container_concurrency: pulumi.Input[int] | None = None
     """Concurrent requests per instance; default: the push queues' ``concurrency`` summed, plus 80 for
     HTTP endpoints, WebSockets and health checks (at most 1000)."""
+    worker_instances: pulumi.Input[int] = 1
+    """Instances of the worker pool that consumes ``delivery="pull"`` queues (only made when the app has
+    some): a fixed count (manual scaling), or the minimum with ``worker_max_instances``."""
+    worker_max_instances: pulumi.Input[int] | None = None
+    """With it, the worker pool autoscales on CPU between ``worker_instances`` and this."""
     cpu: pulumi.Input[str] = "1"
     """CPU limit per instance."""
     memory: pulumi.Input[str] = "512Mi"

@@ -23,6 +23,7 @@ from queuerun.spec import QueueSpec, spec_problems, whole_number_problem
 from .args import QueueRunAppArgs
 from .constants import ACCESS_CHOICES, CLOUD_RUN_TIMEOUT_MAX, DEFAULT_REQUEST_TIMEOUT
 from .source import SourceBundle, source_bundle
+from .worker_pool import worker_instances_problem, worker_max_instances_problem
 
 # Pub/Sub topic and subscription ids: 3-255 chars, starting with a letter, never "goog".
 _PUBSUB_ID_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
@@ -301,6 +302,14 @@ def _firestore_database(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...
     return None
 
 
+def _worker_instances(value: Any, _: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    return worker_instances_problem(value)
+
+
+def _worker_max_instances(value: Any, args: QueueRunAppArgs, __: tuple[QueueSpec, ...]) -> str | None:
+    return worker_max_instances_problem(value, args.worker_instances if known(args.worker_instances) else None)
+
+
 ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("source", _source_image),
     ArgRule("source", _source),
@@ -309,6 +318,8 @@ ARG_RULES: Final[tuple[ArgRule, ...]] = (
     ArgRule("min_instances", _min_instances),
     ArgRule("max_instances", _max_instances),
     ArgRule("container_concurrency", _concurrency),
+    ArgRule("worker_instances", _worker_instances),
+    ArgRule("worker_max_instances", _worker_max_instances),
     ArgRule("app_target", _app_target),
     ArgRule("access", _access),
     ArgRule("invoker_iam_disabled", _invoker_iam_disabled),

@@ -383,6 +383,16 @@ def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .server.logs import configure_logging
+    from .worker import run_worker
+
+    app = load(app_target(args), _env_file(args))
+    configure_logging()
+    run_worker(app, queues=args.queue or None)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .devserver import bind
     from .server.serve import serve
@@ -541,6 +551,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="default: 0.0.0.0 on Cloud Run, else 127.0.0.1")
     p.add_argument("--port", type=int, help="default: $PORT, else 8080")
     p.set_defaults(func=cmd_serve)
+
+    p = sub_parser(
+        "worker",
+        "queuerun worker shop:app --queue ledger.fifo",
+        help="consume the app's delivery='pull' queues (what the Cloud Run worker pool runs)",
+    )
+    app_positional(p)
+    p.add_argument("--queue", action="append", metavar="QUEUE", help="only this pull queue (repeatable; default: all)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub_parser(
         "init",

@@ -126,7 +126,7 @@ class DeliveryCore:
         attempt = job.received_count
         extra: dict[str, Any] = {"queue": spec.name, "job_id": job.job_id, "attempt": attempt, **(fields or {})}
         tracked = backend.tracks_completions(spec)
-        if spec.fifo and tracked:
+        if (spec.fifo or spec.exactly_once) and tracked:  # redeliveries of a completed job: see tracks_completions
             done = await self._io(lambda: backend.completion_status(spec, job.job_id))
             if done is not None:
                 self.log.info("already %s: acknowledged without running again", done, extra=extra)

@@ -2,7 +2,8 @@
 
 The app runs on the Google Cloud backend against the Pub/Sub and Firestore emulators (started here
 unless ``PUBSUB_EMULATOR_HOST`` and ``FIRESTORE_EMULATOR_HOST`` point at running ones), served by the
-push server, with topics and push subscriptions built from the app's declarations. Emulators this
+push server, with topics and subscriptions built from the app's declarations; ``delivery="pull"``
+queues get pull subscriptions, consumed by the pull worker (``queuerun worker``) in this process. Emulators this
 command starts are stopped by process group when it exits.
 
 The emulator drops some messages after failed push deliveries, and some it could not push while
@@ -30,6 +31,7 @@ from .hosting import warn_if_exposed
 from .running_dev import export_lines
 from .server.redelivery import RedeliveryWatch
 from .settings import ENV
+from .worker import PullWorker
 
 log = logging.getLogger("queuerun.dev")
 
@@ -73,7 +75,7 @@ class _JobLine(logging.Formatter):
 def _job_lines() -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_JobLine())
-    for name in ("queuerun.server", "queuerun.dev"):
+    for name in ("queuerun.server", "queuerun.dev", "queuerun.worker"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logging.DEBUG)  # the server logs finished jobs at DEBUG
@@ -133,7 +135,16 @@ def run_on_emulators(
             app, project=project, push_base_url=server.url, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST]
         )
         ensure_ledgers(app, project=project, emulator_host=settings[ENV.PUBSUB_EMULATOR_HOST])
-        with server, (announce(server.url, settings) if announce else contextlib.nullcontext()):
+        # Pull queues have pull subscriptions there, consumed by the worker production runs.
+        pulled = any(s.delivery == "pull" for s in app.specs)
+        worker = PullWorker(app).start() if pulled else None
+        with (
+            server,
+            (announce(server.url, settings) if announce else contextlib.nullcontext()),
+            contextlib.ExitStack() as stack,
+        ):
+            if worker is not None:
+                stack.callback(worker.stop)
             ledger = Ledger(
                 app,
                 watch,

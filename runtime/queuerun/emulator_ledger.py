@@ -58,6 +58,12 @@ def ledger_subscription(project: str, app_name: str, queue: str) -> str:
     return f"projects/{project}/subscriptions/{subscription_id(app_name, queue)}{LEDGER_SUFFIX}"
 
 
+def _pushed(app: App) -> list[QueueSpec]:
+    """The queues a ledger covers: push queues only (the emulator loses pushes; a pull subscription keeps
+    every message until acknowledged, and the pull worker, not the dev server, delivers those)."""
+    return [spec for spec in app.specs if spec.delivery == "push"]
+
+
 def ensure_ledgers(app: App, *, project: str, emulator_host: str, lease: int = DEFAULT_LEASE) -> None:
     """Create each queue's ledger subscription (kept if it exists). Call before jobs are pushed."""
     from google.api_core.exceptions import AlreadyExists
@@ -66,7 +72,7 @@ def ensure_ledgers(app: App, *, project: str, emulator_host: str, lease: int = D
 
     subscriber = make_subscriber(emulator_host=emulator_host)
     try:
-        for spec in app.specs:
+        for spec in _pushed(app):
             with contextlib.suppress(AlreadyExists):
                 subscriber.create_subscription(
                     request={
@@ -88,7 +94,7 @@ def delete_ledgers(app: App, *, project: str, emulator_host: str) -> None:
 
     subscriber = make_subscriber(emulator_host=emulator_host)
     try:
-        for spec in app.specs:
+        for spec in _pushed(app):
             with contextlib.suppress(NotFound):
                 subscriber.delete_subscription(subscription=ledger_subscription(project, app.name, spec.name))
     finally:
@@ -185,7 +191,7 @@ class Ledger:
     def step(self) -> int:
         """Pull new copies, let go of settled jobs, renew leases, claim due jobs. Returns how many were claimed."""
         now = self._clock()
-        specs = {spec.name: spec for spec in self.app.specs}
+        specs = {spec.name: spec for spec in _pushed(self.app)}
         for queue in specs:
             self._pull(queue, now)
         self._settle(now)

@@ -8,7 +8,9 @@ in :data:`~queuerun.topology.EMULATOR_GAPS`:
   policy (the subscription stalls once a message reaches its maximum attempts: see the reference
   notes), so FIFO subscriptions get none by default. The push server still dead-letters a FIFO job
   itself after ``max_attempts`` failed deliveries it counted, so the group moves on.
-- ``pull_as_push``: pull queues are pushed to the dev server, which runs them like push queues.
+
+Pull queues get pull subscriptions, as deployed (exactly-once as declared), consumed by the pull
+worker (``queuerun worker``; ``queuerun dev --emulators`` runs it).
 
 Idempotent: on a second run existing resources are kept and push subscriptions are pointed at the
 new URL (a dev server on a new port).
@@ -61,13 +63,16 @@ def subscription_request(
     oidc_audience: str | None = None,
 ) -> dict[str, Any]:
     """The emulator's CreateSubscription request for one queue: ``settings`` with the named gaps applied."""
-    push_config: dict[str, Any] = {"push_endpoint": push_endpoint(push_base_url, settings.queue)}  # pull_as_push
-    if oidc_service_account:
-        push_config["oidc_token"] = {"service_account_email": oidc_service_account, "audience": oidc_audience or ""}
+    push_config: dict[str, Any] = {}  # a pull subscription
+    if settings.push_route is not None:
+        push_config["push_endpoint"] = push_endpoint(push_base_url, settings.queue)
+        if oidc_service_account:
+            push_config["oidc_token"] = {"service_account_email": oidc_service_account, "audience": oidc_audience or ""}
     request: dict[str, Any] = {
         "name": f"projects/{project}/subscriptions/{settings.subscription_id}",
         "topic": f"projects/{project}/topics/{settings.topic_id}",
         "push_config": push_config,
+        "enable_exactly_once_delivery": settings.enable_exactly_once_delivery,
         "ack_deadline_seconds": settings.ack_deadline_seconds,
         "enable_message_ordering": settings.enable_message_ordering,
         "retry_policy": {
@@ -121,7 +126,7 @@ def ensure_topology(
                 oidc_audience=oidc_audience,
             )
             topic, sub, push_config = request["topic"], request["name"], request["push_config"]
-            endpoint = push_config["push_endpoint"]
+            endpoint = push_config.get("push_endpoint", "")
             dlq_topic = f"projects/{project}/topics/{settings.dead_letter_topic_id}"
             dlq_sub = f"projects/{project}/subscriptions/{settings.dead_letter_subscription_id}"
             for path in (topic, dlq_topic):

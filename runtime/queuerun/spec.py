@@ -33,7 +33,11 @@ DEFAULT_DEDUPE_WINDOW: Final = 300.0
 DEFAULT_CONCURRENCY: Final = 10
 
 PUSH_TIMEOUT_MAX: Final = 600.0  # Pub/Sub's ack deadline ceiling, which is also the push request timeout
-PULL_TIMEOUT_MAX: Final = 3600.0  # Cloud Run's request timeout ceiling
+# Pull jobs may run past Pub/Sub's 600 s ack deadline: the worker's client library extends the lease
+# for as long as the job runs. We support up to an hour (the library's default max_lease_duration):
+# a worker-pool instance that is replaced gets only 10 s after SIGTERM, so longer jobs would mostly
+# be cut off and rerun.
+PULL_TIMEOUT_MAX: Final = 3600.0
 ACK_DEADLINE_MIN: Final = 10
 ACK_DEADLINE_MARGIN: Final = 10  # lets the server answer 5xx itself before Pub/Sub gives up on the request
 # The longest push handler: its answer must still come inside the 600 s ack deadline.
@@ -164,11 +168,24 @@ def _delivery(value: Any, _: Mapping[str, Any]) -> str | None:
     return None if value in ("push", "pull") else f"must be 'push' or 'pull', got {value!r}"
 
 
-def _exactly_once(value: Any, options: Mapping[str, Any]) -> str | None:
-    problem = _boolean(value, options)
-    if problem is None and value and options.get("delivery", "push") == "push":
-        problem = "is only available with delivery='pull' (Pub/Sub push subscriptions never deliver exactly once)"
-    return problem
+# Options that mean something for one delivery only, and why; given (truthy) on the other, refused.
+DELIVERY_ONLY: Final[Mapping[str, tuple[Delivery, str]]] = {
+    "exactly_once": ("pull", "Pub/Sub push subscriptions never deliver exactly once"),
+}
+
+
+def _delivery_only(option: str, check: Callable[[Any, Mapping[str, Any]], str | None]) -> Rule:
+    """``check``, then refuse the option on a queue whose delivery is not the one it belongs to."""
+    only, why = DELIVERY_ONLY[option]
+
+    def rule(value: Any, options: Mapping[str, Any]) -> str | None:
+        problem = check(value, options)
+        delivery = options.get("delivery", "push")
+        if problem is None and value and delivery != only:
+            problem = f"is only available with delivery={only!r}, and this queue's delivery is {delivery!r} ({why})"
+        return problem
+
+    return Rule(option, rule)
 
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -184,7 +201,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("accepts", _accepts),
     Rule("concurrency", _int_range(1, 1000)),
     Rule("delivery", _delivery),
-    Rule("exactly_once", _exactly_once),
+    _delivery_only("exactly_once", _boolean),
 )
 
 

@@ -27,9 +27,6 @@ EMULATOR_GAPS: Final = {
     # An ordered subscription with a dead-letter policy stalls on the emulator once a message reaches
     # its maximum attempts; the runtime dead-letters FIFO jobs itself, so the policy is left out.
     "fifo_dead_letter_policy": "no dead-letter policy on FIFO subscriptions",
-    # Nothing consumes pull subscriptions locally yet: the emulator pushes pull queues to the dev server
-    # (so without exactly-once delivery, which push subscriptions never have).
-    "pull_as_push": "pull queues get a push subscription (and no exactly-once delivery)",
 }
 
 

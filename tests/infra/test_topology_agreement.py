@@ -12,7 +12,7 @@ import pytest
 
 from queuerun.emulator_topology import subscription_request
 from queuerun.spec import QueueSpec, make_spec
-from queuerun.topology import EMULATOR_GAPS, push_route, subscription_settings
+from queuerun.topology import EMULATOR_GAPS, subscription_settings
 from queuerun_gcp import QueueRunApp
 
 from .support import PROJECT, StandInApp, build, shop_args
@@ -66,7 +66,7 @@ def _deployed(sub: dict[str, Any], service_uri: str) -> dict[str, Any]:
 
 
 def _emulated(request: dict[str, Any]) -> dict[str, Any]:
-    dead = request.get("dead_letter_policy")
+    dead, push = request.get("dead_letter_policy"), request["push_config"]
     return {
         "name": request["name"].rsplit("/", 1)[1],
         "topic": request["topic"],
@@ -76,7 +76,7 @@ def _emulated(request: dict[str, Any]) -> dict[str, Any]:
         "min_backoff": _duration(request["retry_policy"]["minimum_backoff"]),
         "max_backoff": _duration(request["retry_policy"]["maximum_backoff"]),
         "dead_letter": None if dead is None else (dead["dead_letter_topic"], dead["max_delivery_attempts"]),
-        "push_route": request["push_config"]["push_endpoint"].removeprefix(BASE_URL),
+        "push_route": push["push_endpoint"].removeprefix(BASE_URL) if push else None,
         "expires": request["expiration_policy"] != {},
     }
 
@@ -85,9 +85,6 @@ def _with_emulator_gaps(deployed: dict[str, Any], spec: QueueSpec) -> dict[str, 
     expected = dict(deployed)
     if spec.fifo:  # EMULATOR_GAPS["fifo_dead_letter_policy"]
         expected["dead_letter"] = None
-    if spec.delivery == "pull":  # EMULATOR_GAPS["pull_as_push"]
-        expected["push_route"] = push_route(spec.name)
-        expected["exactly_once"] = False
     return expected
 
 
@@ -100,7 +97,7 @@ def deployed() -> dict[str, dict[str, Any]]:
 
 
 def test_the_gaps_are_the_named_ones() -> None:
-    assert set(EMULATOR_GAPS) == {"fifo_dead_letter_policy", "pull_as_push"}
+    assert set(EMULATOR_GAPS) == {"fifo_dead_letter_policy"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

@@ -492,7 +492,9 @@ class GcpBackend(Backend):
         )
 
     def tracks_completions(self, spec: QueueSpec) -> bool:
-        return spec.fifo or self.track_completions
+        # Exactly-once (pull) queues too: a refused ack may be redelivered, and the record keeps the
+        # handler from running again (cloud.google.com/pubsub/docs/exactly-once-delivery).
+        return spec.fifo or spec.exactly_once or self.track_completions
 
     def completion_status(self, spec: QueueSpec, job_id: str) -> str | None:
         record = self.completions.get(self.topic_path(spec.name), job_id)
