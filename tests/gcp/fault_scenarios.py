@@ -239,11 +239,23 @@ def pubsub_unreachable(env: dict[str, str], project: str, pubsub_host: str, *, j
                 except PushError:
                     errors += 1
                     proxy.set("up")
-                    pushed.add(ref.dedupe(f"d{i}").push({"n": i}))  # the caller's retry
+                    pushed.add(_retry_push(lambda n=i: ref.dedupe(f"d{n}").push({"n": n})))  # the caller's retry
             proxy.set("up")
             return settle("Pub/Sub refusing pushes", app, "pay.fifo", runs, recoveries, pushed, 60, push_errors=errors)
     finally:
         proxy.close()
+
+
+def _retry_push(push: Callable[[], str], deadline: float = 30.0) -> str:
+    """A caller's retry after an outage: again until it succeeds. The first retry may fail too: gRPC
+    reconnects with backoff (1 s, growing), so the channel can still be down when Pub/Sub is back."""
+    give_up = time.monotonic() + deadline
+    while True:
+        try:
+            return push()
+        except PushError:
+            if time.monotonic() > give_up:
+                raise
 
 
 # -- kill -9 of the push server ------------------------------------------------------------------
